@@ -1,0 +1,215 @@
+//! Wiring: shared state, listeners, background tasks and graceful drain.
+
+use crate::auth::scram::Verifier;
+use crate::backend::connect::Login;
+use crate::backend::{Role, Target};
+use crate::config::{Config, ConfigError, UserConfig};
+use crate::frontend::cancel::CancelRegistry;
+use crate::pool::{Pool, PoolSettings, Pools};
+use crate::shutdown::Shutdown;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A configured user, with what login and server connections need precomputed.
+pub struct UserEntry {
+    pub cfg: UserConfig,
+    /// SCRAM verifier for client logins (from the plaintext or given as one).
+    pub verifier: Option<Verifier>,
+    /// How the router logs into servers for this user.
+    pub server_user: String,
+    pub server_password: Option<String>,
+}
+
+impl UserEntry {
+    fn new(cfg: &UserConfig) -> Self {
+        let password = cfg.password.as_deref();
+        let verifier = match password {
+            Some(p) if p.starts_with("SCRAM-SHA-256$") => Verifier::parse(p).ok(),
+            Some(p) if p.len() == 35 && p.starts_with("md5") => None,
+            Some(p) => Some(Verifier::from_password(p)),
+            None => None,
+        };
+        let plaintext = password.filter(|p| !p.starts_with("SCRAM-SHA-256$") && !(p.len() == 35 && p.starts_with("md5")));
+        Self {
+            verifier,
+            server_user: cfg.server_user.clone().unwrap_or_else(|| cfg.name.clone()),
+            server_password: cfg.server_password.clone().or(plaintext.map(str::to_string)),
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+/// State shared by every task.
+pub struct Shared {
+    pub config: Config,
+    pub primary: Arc<Target>,
+    pub users: HashMap<String, Arc<UserEntry>>,
+    pub pools: Pools,
+    pub cancels: Arc<CancelRegistry>,
+    pub shutdown: Shutdown,
+    /// One permit per connected client (max_client_conn).
+    pub client_slots: Arc<Semaphore>,
+    /// Tasks that tell over-limit clients why they are refused.
+    pub overflow_slots: Arc<Semaphore>,
+    client_ids: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Self {
+        let primary = Arc::new(Target {
+            name: "primary".into(),
+            role: Role::Primary,
+            host: config.primary.host.clone(),
+            port: config.primary.port,
+        });
+        let users = config
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), Arc::new(UserEntry::new(u))))
+            .collect();
+        Self {
+            primary,
+            users,
+            pools: Pools::default(),
+            cancels: Arc::new(CancelRegistry::default()),
+            shutdown: Shutdown::new(),
+            client_slots: Arc::new(Semaphore::new(config.server.max_client_conn)),
+            overflow_slots: Arc::new(Semaphore::new(128)),
+            client_ids: AtomicU64::new(1),
+            config,
+        }
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.client_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        let s = &self.config.server;
+        PoolSettings {
+            size: self.config.pool.pool_size,
+            connect_timeout: s.server_connect_timeout.get(),
+            idle_timeout: s.server_idle_timeout.get(),
+            lifetime: s.server_lifetime.get(),
+            max_message: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
+        }
+    }
+
+    /// The primary's pool for this user and database.
+    pub fn primary_pool(&self, user: &UserEntry, database: &str) -> Arc<Pool> {
+        let login = Login {
+            user: user.server_user.clone(),
+            password: user.server_password.clone(),
+            database: database.to_string(),
+        };
+        self.pools
+            .get_or_create(&self.primary, &login, || self.pool_settings())
+    }
+
+    /// Clients connected right now.
+    pub fn client_count(&self) -> usize {
+        self.config.server.max_client_conn - self.client_slots.available_permits()
+    }
+}
+
+/// A running router.
+pub struct Router {
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+}
+
+impl Router {
+    /// Binds the listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Router, AppError> {
+        config.validate()?;
+        let listen = config.listen_addr()?;
+        let http_listen = config.http_addr()?;
+        let listener = bind(listen, "server.listen")?;
+        let http = TcpListener::bind(http_listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                key: "server.http_listen",
+                addr: http_listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Bind {
+            key: "server.listen",
+            addr: listen,
+            source,
+        })?;
+        let http_addr = http.local_addr().map_err(|source| AppError::Bind {
+            key: "server.http_listen",
+            addr: http_listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared::new(config));
+        tokio::spawn(crate::frontend::listener::serve(listener, shared.clone()));
+        tokio::spawn(crate::http::serve(http, shared.clone()));
+        tokio::spawn(reaper(shared.clone()));
+        info!(%addr, %http_addr, mode = ?shared.config.server.pool_mode, "pgrouter listening");
+        Ok(Router {
+            addr,
+            http_addr,
+            shared,
+        })
+    }
+
+    /// Stops accepting and asks idle clients to leave; clients inside a
+    /// transaction finish it first.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.trigger();
+    }
+
+    /// Waits until every client has left, up to `timeout`. Returns whether all did.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let all = self.shared.config.server.max_client_conn as u32;
+        let done = tokio::time::timeout(timeout, self.shared.client_slots.acquire_many(all)).await;
+        for p in self.shared.pools.all() {
+            p.close_idle();
+        }
+        matches!(done, Ok(Ok(_)))
+    }
+}
+
+/// SO_REUSEADDR lets a restarted router bind at once despite TIME_WAIT.
+fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, AppError> {
+    let err = |source| AppError::Bind { key, addr, source };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
+}
+
+/// Closes expired idle server connections once a second.
+async fn reaper(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { shared.pools.reap(Instant::now()); }
+            _ = shared.shutdown.wait() => return,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! A logged-in server connection: socket, read buffer, what the router knows
+//! of its session parameters, and its response tracker.
+
+use super::tracker::ResponseTracker;
+use super::{BackendError, Target};
+use crate::protocol::{framing, messages, parse};
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Session parameter values (small: a Vec beats a map here).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            Some((_, v)) => {
+                if v != value {
+                    *v = value.to_string();
+                }
+            }
+            None => self.0.push((name.to_string(), value.to_string())),
+        }
+    }
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+pub struct ServerConn {
+    stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub buf: BytesMut,
+    pub target: Arc<Target>,
+    /// The server's BackendKeyData, for cancel requests.
+    pub pid: i32,
+    pub secret: i32,
+    /// Parameter values this session has, as far as the router knows.
+    pub params: Params,
+    /// Parameters the router changed with SET (to RESET when no longer wanted).
+    pub router_set: Vec<String>,
+    pub tracker: ResponseTracker,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Set on any I/O or protocol failure: never reuse.
+    pub broken: bool,
+}
+
+impl ServerConn {
+    pub(crate) fn new(stream: TcpStream, target: Arc<Target>, max_message: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            target,
+            pid: 0,
+            secret: 0,
+            params: Params::default(),
+            router_set: Vec::new(),
+            tracker: ResponseTracker::new(max_message),
+            created: now,
+            last_used: now,
+            broken: false,
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        if let Err(e) = self.stream.write_all(bytes).await {
+            self.broken = true;
+            return Err(BackendError::io(&self.target, e));
+        }
+        Ok(())
+    }
+
+    /// Reads more bytes into `buf`. Cancel-safe (a cancelled read reads nothing).
+    pub async fn read_more(&mut self) -> Result<usize, BackendError> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(0) => {
+                self.broken = true;
+                Err(BackendError::Closed {
+                    target: self.target.to_string(),
+                })
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.broken = true;
+                Err(BackendError::io(&self.target, e))
+            }
+        }
+    }
+
+    /// May this connection be given to another client?
+    pub fn is_reusable(&self) -> bool {
+        !self.broken && self.buf.is_empty() && self.tracker.is_idle()
+    }
+
+    /// A cheap liveness check for an idle pooled connection: an idle server
+    /// sends nothing, so readable data or EOF means it was terminated.
+    pub fn looks_alive(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            _ => {
+                self.broken = true;
+                false
+            }
+        }
+    }
+
+    /// Runs a router-issued simple query to completion, discarding its output.
+    /// Returns the server's error, if any. Only for a connection no client is
+    /// reading from (parameter sync, ROLLBACK, reset).
+    pub async fn run_internal(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<Option<parse::ErrorFields>, BackendError> {
+        let mut out = BytesMut::new();
+        messages::query(&mut out, sql);
+        self.write_all(&out).await?;
+        self.tracker.client_sent(b'Q');
+        match tokio::time::timeout(timeout, self.drain()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.broken = true;
+                Err(BackendError::io(
+                    &self.target,
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{sql:?} timed out")),
+                ))
+            }
+        }
+    }
+
+    /// Reads and discards server output until no ReadyForQuery is owed;
+    /// returns the first ErrorResponse seen.
+    pub async fn drain(&mut self) -> Result<Option<parse::ErrorFields>, BackendError> {
+        let mut first_error = None;
+        let mut pending_bytes = BytesMut::new();
+        while self.tracker.pending() > 0 {
+            if self.buf.is_empty() {
+                self.read_more().await?;
+            }
+            let chunk = self.buf.split();
+            let Self {
+                tracker, params, ..
+            } = self;
+            let fed = tracker.server_bytes(&chunk, false, |k, v| params.set(k, v));
+            if let Err(e) = fed {
+                self.broken = true;
+                return Err(BackendError::protocol(&self.target, e));
+            }
+            if first_error.is_none() {
+                // Keep whole messages to find the error text; output here is small.
+                pending_bytes.extend_from_slice(&chunk);
+                while let Ok(Some(msg)) =
+                    framing::split_message(&mut pending_bytes, framing::PG_MAX_MESSAGE_LEN)
+                {
+                    if msg[0] == b'E' && first_error.is_none() {
+                        first_error = Some(parse::error_fields(&msg[5..]));
+                    }
+                }
+            }
+        }
+        Ok(first_error)
+    }
+}

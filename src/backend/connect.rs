@@ -1,0 +1,216 @@
+//! Opening and logging into a server connection. Login is slow (a SCRAM
+//! login to PostgreSQL 15 costs ~7.5 ms of PBKDF2 and round trips), which is
+//! why the pool keeps connections warm and this never runs per transaction.
+
+use super::conn::ServerConn;
+use super::{BackendError, Target};
+use crate::protocol::{framing, messages, parse};
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Who to log in as.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Login {
+    pub user: String,
+    /// Plaintext password, when the router has one.
+    pub password: Option<String>,
+    pub database: String,
+}
+
+/// Connects and logs in, within `timeout` for the whole exchange.
+pub async fn connect(
+    target: Arc<Target>,
+    login: &Login,
+    timeout: Duration,
+    max_message: usize,
+) -> Result<ServerConn, BackendError> {
+    match tokio::time::timeout(timeout, connect_inner(target.clone(), login, max_message)).await {
+        Ok(r) => r,
+        Err(_) => Err(BackendError::ConnectTimeout {
+            target: target.to_string(),
+            ms: timeout.as_millis(),
+        }),
+    }
+}
+
+async fn connect_inner(
+    target: Arc<Target>,
+    login: &Login,
+    max_message: usize,
+) -> Result<ServerConn, BackendError> {
+    let stream = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| BackendError::connect(&target, e))?;
+    // Small messages must not wait for Nagle: latency is the product.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| BackendError::connect(&target, e))?;
+    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let mut conn = ServerConn::new(stream, target, max_message);
+    login_exchange(&mut conn, login).await?;
+    Ok(conn)
+}
+
+/// Reads one whole message during login (login messages are small).
+async fn next_message(conn: &mut ServerConn) -> Result<BytesMut, BackendError> {
+    loop {
+        match framing::split_message(&mut conn.buf, 1 << 20) {
+            Ok(Some(m)) => return Ok(m),
+            Ok(None) => {
+                conn.read_more().await?;
+            }
+            Err(e) => return Err(BackendError::protocol(&conn.target, e)),
+        }
+    }
+}
+
+async fn login_exchange(conn: &mut ServerConn, login: &Login) -> Result<(), BackendError> {
+    let target = conn.target.clone();
+    let mut out = BytesMut::new();
+    messages::startup(
+        &mut out,
+        &[
+            ("user", login.user.as_str()),
+            ("database", login.database.as_str()),
+        ],
+    );
+    conn.write_all(&out).await?;
+    let mut scram: Option<ScramSha256> = None;
+    let need_password = || {
+        login.password.as_deref().ok_or_else(|| {
+            BackendError::login(
+                &target,
+                format!(
+                    "the server asks a password for user {:?} and pgrouter has none in plaintext (set server_password)",
+                    login.user
+                ),
+            )
+        })
+    };
+    loop {
+        let msg = next_message(conn).await?;
+        let body = &msg[5..];
+        out.clear();
+        match msg[0] {
+            b'R' => {
+                let code = body
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or_else(|| BackendError::login(&target, "short authentication message"))?;
+                let data = &body[4..];
+                match code {
+                    0 => {}
+                    3 => messages::password(&mut out, need_password()?),
+                    5 => {
+                        let salt: [u8; 4] = data
+                            .get(..4)
+                            .and_then(|s| s.try_into().ok())
+                            .ok_or_else(|| BackendError::login(&target, "short md5 salt"))?;
+                        let hash = postgres_protocol::authentication::md5_hash(
+                            login.user.as_bytes(),
+                            need_password()?.as_bytes(),
+                            salt,
+                        );
+                        messages::password(&mut out, &hash);
+                    }
+                    10 => {
+                        let offered = data
+                            .split(|&b| b == 0)
+                            .any(|m| m == crate::auth::scram::MECHANISM.as_bytes());
+                        if !offered {
+                            return Err(BackendError::login(
+                                &target,
+                                "the server offers no SASL mechanism pgrouter supports",
+                            ));
+                        }
+                        let s = ScramSha256::new(
+                            need_password()?.as_bytes(),
+                            ChannelBinding::unsupported(),
+                        );
+                        messages::sasl_initial_response(
+                            &mut out,
+                            crate::auth::scram::MECHANISM,
+                            s.message(),
+                        );
+                        scram = Some(s);
+                    }
+                    11 => {
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| BackendError::login(&target, "unexpected SASL continue"))?;
+                        s.update(data)
+                            .map_err(|e| BackendError::login(&target, format!("SCRAM: {e}")))?;
+                        messages::sasl_response(&mut out, s.message());
+                    }
+                    12 => {
+                        let mut s = scram
+                            .take()
+                            .ok_or_else(|| BackendError::login(&target, "unexpected SASL final"))?;
+                        s.finish(data).map_err(|e| {
+                            BackendError::login(&target, format!("server's SCRAM signature is wrong: {e}"))
+                        })?;
+                    }
+                    other => {
+                        return Err(BackendError::login(
+                            &target,
+                            format!("unsupported authentication request {other} (pgrouter supports SCRAM-SHA-256, md5, password and trust)"),
+                        ))
+                    }
+                }
+                if !out.is_empty() {
+                    conn.write_all(&out).await?;
+                }
+            }
+            b'S' => {
+                if let Ok((k, v)) = parse::parameter_status(body) {
+                    conn.params.set(k, v);
+                }
+            }
+            b'K' if body.len() >= 8 => {
+                conn.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                conn.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+            }
+            b'Z' => return Ok(()),
+            b'E' => {
+                return Err(BackendError::Refused {
+                    target: target.to_string(),
+                    fields: parse::error_fields(body),
+                })
+            }
+            b'N' | b'v' => {}
+            other => {
+                return Err(BackendError::login(
+                    &target,
+                    format!("unexpected message {:?} during login", other as char),
+                ))
+            }
+        }
+    }
+}
+
+/// Sends a CancelRequest for the server session `pid`/`secret` on a fresh
+/// connection and waits for the server to close it.
+pub async fn send_cancel(target: &Target, pid: i32, secret: i32, timeout: Duration) -> Result<(), BackendError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut s = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| BackendError::connect(target, e))?;
+        let mut out = BytesMut::new();
+        messages::cancel_request(&mut out, pid, secret);
+        s.write_all(&out).await.map_err(|e| BackendError::io(target, e))?;
+        let mut sink = [0u8; 16];
+        // The server answers nothing and closes; EOF means it has the request.
+        let _ = s.read(&mut sink).await;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(BackendError::ConnectTimeout {
+            target: target.to_string(),
+            ms: timeout.as_millis(),
+        }))
+}

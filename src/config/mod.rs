@@ -1,0 +1,185 @@
+//! Configuration: the `router.toml` model ([`model`]), durations
+//! ([`duration`]), loading and validation (this file).
+//!
+//! Errors always name the offending key path (`server.listen`, `users[1].password`).
+
+pub mod duration;
+pub mod model;
+
+pub use duration::HumanDuration;
+pub use model::*;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {key}: {message}")]
+    Parse {
+        path: String,
+        key: String,
+        message: String,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            key: "(syntax)".into(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse {
+                path: origin.into(),
+                key: if key == "." { "(top level)".into() } else { key },
+                message: e.into_inner().message().trim().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: addresses, ranges, cross-references.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.http_addr()?;
+        let s = &self.server;
+        if s.max_client_conn == 0 {
+            return Err(invalid("server.max_client_conn", "must be at least 1"));
+        }
+        if s.max_message_size < 1024 || s.max_message_size > crate::protocol::framing::PG_MAX_MESSAGE_LEN {
+            return Err(invalid(
+                "server.max_message_size",
+                format!(
+                    "must be between 1024 and {} bytes",
+                    crate::protocol::framing::PG_MAX_MESSAGE_LEN
+                ),
+            ));
+        }
+        for (key, d) in [
+            ("server.server_connect_timeout", s.server_connect_timeout),
+            ("server.query_wait_timeout", s.query_wait_timeout),
+            ("server.client_login_timeout", s.client_login_timeout),
+            ("server.server_reset_timeout", s.server_reset_timeout),
+        ] {
+            if d.get().is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.pool.pool_size == 0 {
+            return Err(invalid("pool.pool_size", "must be at least 1"));
+        }
+        if self.users.is_empty() {
+            return Err(invalid("users", "at least one [[users]] entry is required"));
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            let key = |k: &str| format!("users[{i}].{k}");
+            if u.name.is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            if self.users[..i].iter().any(|o| o.name == u.name) {
+                return Err(invalid(key("name"), format!("user {:?} is listed twice", u.name)));
+            }
+            match (&u.auth, &u.password) {
+                (AuthMethod::Trust, _) => {}
+                (_, None) => {
+                    return Err(invalid(
+                        key("password"),
+                        "required unless auth = \"trust\"",
+                    ))
+                }
+                (AuthMethod::ScramSha256, Some(p)) if p.starts_with("md5") && p.len() == 35 => {
+                    return Err(invalid(
+                        key("password"),
+                        "an md5 hash cannot verify SCRAM-SHA-256 logins: give the plaintext or a SCRAM verifier, or set auth = \"md5\"",
+                    ))
+                }
+                (AuthMethod::Md5, Some(p)) if p.starts_with("SCRAM-SHA-256$") => {
+                    return Err(invalid(
+                        key("password"),
+                        "a SCRAM verifier cannot verify md5 logins: give the plaintext or an md5 hash, or set auth = \"scram-sha-256\"",
+                    ))
+                }
+                (_, Some(p)) if p.starts_with("SCRAM-SHA-256$") => {
+                    crate::auth::scram::Verifier::parse(p).map_err(|e| invalid(key("password"), e))?;
+                }
+                _ => {}
+            }
+        }
+        for (i, r) in self.replicas.iter().enumerate() {
+            if r.name.is_empty() {
+                return Err(invalid(format!("replicas[{i}].name"), "must not be empty"));
+            }
+            if self.replicas[..i].iter().any(|o| o.name == r.name) {
+                return Err(invalid(
+                    format!("replicas[{i}].name"),
+                    format!("replica {:?} is listed twice", r.name),
+                ));
+            }
+            if r.weight == 0 {
+                return Err(invalid(format!("replicas[{i}].weight"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("server.listen", &self.server.listen)
+    }
+
+    pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("server.http_listen", &self.server.http_listen)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The effective settings as TOML, with secrets redacted (for `pgrouter check`).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        for u in &mut c.users {
+            if u.password.is_some() {
+                u.password = Some("<redacted>".into());
+            }
+            if u.server_password.is_some() {
+                u.server_password = Some("<redacted>".into());
+            }
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| invalid(key, format!("{text:?} is not an address like \"127.0.0.1:6432\"")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! The `router.toml` model. Every key has a default that suits a small
+//! production deployment; `docs/configuration.md` documents each one.
+//! Unknown keys are rejected (`deny_unknown_fields`) so a typo never silently
+//! falls back to a default.
+
+use super::duration::HumanDuration;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    pub primary: BackendConfig,
+    #[serde(default)]
+    pub replicas: Vec<ReplicaConfig>,
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection is lent from a client's first message to the
+    /// ReadyForQuery that reports the transaction is over.
+    Transaction,
+    /// A server connection is held for the client's whole session.
+    Session,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub http_listen: String,
+    pub pool_mode: PoolMode,
+    pub max_client_conn: usize,
+    pub server_connect_timeout: HumanDuration,
+    pub query_wait_timeout: HumanDuration,
+    pub client_login_timeout: HumanDuration,
+    pub server_idle_timeout: HumanDuration,
+    pub server_lifetime: HumanDuration,
+    pub shutdown_timeout: HumanDuration,
+    /// How long the router may spend cancelling/rolling back the work of a
+    /// client that vanished mid-transaction before it closes the server connection.
+    pub server_reset_timeout: HumanDuration,
+    /// Run when a session-mode client leaves, before its server connection is reused.
+    pub server_reset_query: String,
+    /// Largest protocol message accepted from a client, in bytes (PostgreSQL's own limit is 1 GiB).
+    pub max_message_size: usize,
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6432".into(),
+            http_listen: "127.0.0.1:9930".into(),
+            pool_mode: PoolMode::Transaction,
+            max_client_conn: 10_000,
+            server_connect_timeout: HumanDuration::from_secs(3),
+            query_wait_timeout: HumanDuration::from_secs(5),
+            client_login_timeout: HumanDuration::from_secs(10),
+            server_idle_timeout: HumanDuration::from_secs(60),
+            server_lifetime: HumanDuration::from_secs(3600),
+            shutdown_timeout: HumanDuration::from_secs(30),
+            server_reset_timeout: HumanDuration::from_secs(5),
+            server_reset_query: "DISCARD ALL".into(),
+            max_message_size: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+pub enum AuthMethod {
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plaintext, a "SCRAM-SHA-256$..." verifier or an "md5..." hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// The role the router logs into PostgreSQL as (default: `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_user: Option<String>,
+    /// Password for the server login (default: `password` when it is plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_password: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    pub name: String,
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Relative share of reads (used by the router's load balancer).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Server connections per backend, per (user, database).
+    pub pool_size: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { pool_size: 20 }
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_weight() -> u32 {
+    1
+}

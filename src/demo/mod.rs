@@ -1,0 +1,85 @@
+//! `pgrouter demo`: a throwaway primary and streaming replicas from the
+//! machine's PostgreSQL, the router in front, and the psql line to connect.
+//! [`cluster`] is also the fixture the integration tests use.
+
+pub mod cluster;
+
+use crate::app::Router;
+use crate::config::Config;
+use cluster::{ClusterError, PgCluster};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// The demo's config: the given ports, user "app" / password "app".
+pub fn demo_config(listen: &str, http: &str, cluster: &PgCluster) -> Result<Config, DemoError> {
+    let mut text = format!(
+        "[server]\nlisten = \"{listen}\"\nhttp_listen = \"{http}\"\n\n\
+         [[users]]\nname = \"app\"\npassword = \"app\"\n\n\
+         [primary]\nhost = \"127.0.0.1\"\nport = {}\n",
+        cluster.primary.port
+    );
+    for r in &cluster.replicas {
+        text.push_str(&format!(
+            "\n[[replicas]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
+            r.name, r.port
+        ));
+    }
+    Ok(Config::parse(&text, "demo")?)
+}
+
+/// Runs the demo until Ctrl-C, then tears everything down.
+pub async fn run(replicas: usize) -> Result<(), DemoError> {
+    println!("pgrouter demo: starting a primary and {replicas} streaming replicas...");
+    let cluster = tokio::task::spawn_blocking(move || -> Result<PgCluster, ClusterError> {
+        let c = PgCluster::start(replicas)?;
+        c.create_user("app", "app")?;
+        c.create_database("app", "app")?;
+        Ok(c)
+    })
+    .await
+    .map_err(|e| ClusterError::Setup(e.to_string()))??;
+    let mut config = demo_config("127.0.0.1:6432", "127.0.0.1:9930", &cluster)?;
+    let router = match Router::start(config.clone()).await {
+        Ok(r) => r,
+        Err(_) => {
+            // 6432/9930 taken (a PgBouncer, another demo): any free ports.
+            config.server.listen = "127.0.0.1:0".into();
+            config.server.http_listen = "127.0.0.1:0".into();
+            Router::start(config.clone()).await?
+        }
+    };
+    let toml_path = cluster.dir.join("router.toml");
+    config.server.listen = router.addr.to_string();
+    config.server.http_listen = router.http_addr.to_string();
+    let _ = std::fs::write(&toml_path, config.to_redacted_toml());
+    println!("primary   127.0.0.1:{}", cluster.primary.port);
+    for r in &cluster.replicas {
+        println!("{:<9} 127.0.0.1:{} (streaming replica)", r.name, r.port);
+    }
+    println!("pgrouter  {}   health: http://{}/health/ready", router.addr, router.http_addr);
+    println!("config    {}", toml_path.display());
+    println!();
+    println!("Connect with:");
+    println!(
+        "  psql \"postgres://app:app@127.0.0.1:{}/app\"",
+        router.addr.port()
+    );
+    println!("Try: SELECT inet_server_port(), pg_is_in_recovery();");
+    println!();
+    println!("Press Ctrl-C to stop and remove everything.");
+    let _ = tokio::signal::ctrl_c().await;
+    println!("\nstopping...");
+    router.shutdown();
+    router.drain(std::time::Duration::from_secs(5)).await;
+    drop(cluster);
+    println!("done: the demo cluster is removed.");
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Cancel keys. The router gives each client its own BackendKeyData; while
+//! the client holds a server connection, its slot names that server session,
+//! so a CancelRequest with the router's key reaches the right server.
+
+use crate::backend::connect::send_cancel;
+use crate::backend::Target;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone)]
+struct ServerKey {
+    target: Arc<Target>,
+    pid: i32,
+    secret: i32,
+}
+
+/// Where one client's queries currently run.
+#[derive(Default)]
+pub struct CancelSlot {
+    current: Mutex<Option<ServerKey>>,
+}
+
+impl CancelSlot {
+    pub fn attach(&self, target: &Arc<Target>, pid: i32, secret: i32) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some(ServerKey {
+                target: target.clone(),
+                pid,
+                secret,
+            });
+        }
+    }
+    pub fn detach(&self) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = None;
+        }
+    }
+}
+
+pub struct CancelRegistry {
+    next_pid: AtomicI32,
+    slots: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+}
+
+impl Default for CancelRegistry {
+    fn default() -> Self {
+        Self {
+            // Start somewhere random so keys differ across restarts.
+            next_pid: AtomicI32::new(rand::random_range(1..1 << 30)),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Removes the client's key when its session ends.
+pub struct CancelKey {
+    pub pid: i32,
+    pub secret: i32,
+    pub slot: Arc<CancelSlot>,
+    registry: Arc<CancelRegistry>,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.registry.slots.lock() {
+            s.remove(&(self.pid, self.secret));
+        }
+    }
+}
+
+impl CancelRegistry {
+    pub fn register(self: &Arc<Self>) -> CancelKey {
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+        let secret: i32 = rand::random();
+        let slot = Arc::new(CancelSlot::default());
+        if let Ok(mut s) = self.slots.lock() {
+            s.insert((pid, secret), slot.clone());
+        }
+        CancelKey {
+            pid,
+            secret,
+            slot,
+            registry: self.clone(),
+        }
+    }
+
+    /// Forwards a cancel to the server running that client's query. Unknown
+    /// keys and idle clients are ignored, as PostgreSQL does.
+    pub async fn cancel(&self, pid: i32, secret: i32, timeout: Duration) -> bool {
+        let key = {
+            let Ok(slots) = self.slots.lock() else { return false };
+            let Some(slot) = slots.get(&(pid, secret)) else { return false };
+            let Ok(current) = slot.current.lock() else { return false };
+            current.clone()
+        };
+        match key {
+            Some(k) => send_cancel(&k.target, k.pid, k.secret, timeout).await.is_ok(),
+            None => false,
+        }
+    }
+}

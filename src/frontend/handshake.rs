@@ -1,0 +1,225 @@
+//! Login: startup packet, SSL/GSS refusal, protocol negotiation,
+//! authentication, database check, and the session's opening messages.
+//! See <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>.
+
+use super::cancel::CancelKey;
+use super::params;
+use super::stream::ClientStream;
+use super::ClientError;
+use crate::app::{Shared, UserEntry};
+use crate::auth::scram::{ScramServer, Verifier, MECHANISM};
+use crate::auth::{md5, AuthError};
+use crate::backend::conn::Params;
+use crate::config::AuthMethod;
+use crate::pool::Pool;
+use crate::protocol::parse::{self, StartupPacket};
+use crate::protocol::{messages, sqlstate};
+use bytes::BytesMut;
+use std::sync::Arc;
+
+/// A client that has logged in.
+pub struct LoggedIn {
+    pub user: Arc<UserEntry>,
+    pub database: String,
+    /// What the client wants its session parameters to be.
+    pub desired: Params,
+    pub pool: Arc<Pool>,
+    pub key: CancelKey,
+}
+
+/// What the first packets asked for.
+pub enum Outcome {
+    LoggedIn(Box<LoggedIn>),
+    /// A CancelRequest was handled; close the connection.
+    Cancelled,
+}
+
+/// Runs the whole login. `over_limit` means max_client_conn is reached: the
+/// client is told so (53300) once its startup packet is read.
+pub async fn login(client: &mut ClientStream, shared: &Shared, over_limit: bool) -> Result<Outcome, ClientError> {
+    let startup = loop {
+        let packet = client.read_startup().await?;
+        match parse::startup_packet(&packet)? {
+            // No TLS yet: 'N' tells libpq to continue in plaintext (or give up
+            // if the client requires TLS).
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                if !client.buf.is_empty() {
+                    // Bytes pipelined after SSLRequest would be a plaintext
+                    // injection (CVE-2021-23222 class): refuse.
+                    return Err(ClientError::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "pgrouter: unexpected data after SSL/GSS request",
+                    ));
+                }
+                client.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                let timeout = shared.config.server.server_connect_timeout.get();
+                shared.cancels.cancel(pid, secret, timeout).await;
+                return Ok(Outcome::Cancelled);
+            }
+            StartupPacket::Startup(s) => break s,
+        }
+    };
+    if over_limit {
+        return Err(ClientError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            format!(
+                "pgrouter: sorry, too many clients already (max_client_conn = {})",
+                shared.config.server.max_client_conn
+            ),
+        ));
+    }
+    let user_name = startup
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ClientError::Refused("no PostgreSQL user name specified in startup packet".into()))?
+        .to_string();
+    if startup.get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+        return Err(ClientError::fatal(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "pgrouter: replication connections are not supported; connect to the server directly",
+        ));
+    }
+    let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user_name).to_string();
+    let requested = params::from_startup(&startup.params)?;
+
+    let mut out = BytesMut::new();
+    let unknown_options: Vec<String> = startup
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if startup.minor > 0 || !unknown_options.is_empty() {
+        messages::negotiate_protocol_version(&mut out, 0, &unknown_options);
+    }
+
+    let user = shared.users.get(&user_name).cloned();
+    authenticate(client, &mut out, user.as_deref(), &user_name).await?;
+    let Some(user) = user else {
+        // authenticate() never succeeds for unknown users.
+        return Err(ClientError::AuthFailed { user: user_name });
+    };
+    messages::auth_ok(&mut out);
+    client.write_all(&out).await?;
+    out.clear();
+
+    let pool = shared.primary_pool(&user, &database);
+    if !pool.is_proven() {
+        // First client for this database: prove it exists (and that the
+        // router can log in) now, so errors such as 3D000 come at login.
+        let wait = shared.config.server.query_wait_timeout.get();
+        match pool.acquire(wait).await {
+            Ok(conn) => conn.release(),
+            Err(e) => {
+                shared.pools.forget_unproven(&pool);
+                return Err(ClientError::fatal(e.sqlstate(), e.client_message()));
+            }
+        }
+    }
+    let defaults = pool.defaults().unwrap_or_default();
+    let mut desired = Params::default();
+    for name in params::CLIENT_SETTABLE {
+        if let Some(v) = defaults.get(name) {
+            desired.set(name, v);
+        }
+    }
+    for (k, v) in requested.iter() {
+        desired.set(k, v);
+    }
+    for (k, v) in defaults.iter() {
+        messages::parameter_status(&mut out, k, desired.get(k).unwrap_or(v));
+    }
+    for (k, v) in requested.iter() {
+        if defaults.get(k).is_none() && params::is_client_settable(k) {
+            messages::parameter_status(&mut out, k, v);
+        }
+    }
+    let key = shared.cancels.register();
+    messages::backend_key_data(&mut out, key.pid, key.secret);
+    messages::ready_for_query(&mut out, b'I');
+    client.write_all(&out).await?;
+    Ok(Outcome::LoggedIn(Box::new(LoggedIn {
+        user,
+        database,
+        desired,
+        pool,
+        key,
+    })))
+}
+
+/// Verifies the client's password. Unknown users run a SCRAM exchange
+/// against a made-up verifier and fail exactly like a wrong password.
+async fn authenticate(
+    client: &mut ClientStream,
+    out: &mut BytesMut,
+    user: Option<&UserEntry>,
+    user_name: &str,
+) -> Result<(), ClientError> {
+    let failed = || ClientError::AuthFailed {
+        user: user_name.to_string(),
+    };
+    let method = user.map(|u| u.cfg.auth).unwrap_or(AuthMethod::ScramSha256);
+    match method {
+        AuthMethod::Trust => Ok(()),
+        AuthMethod::Md5 => {
+            let secret = user.and_then(|u| u.cfg.password.as_deref()).ok_or_else(failed)?;
+            let salt: [u8; 4] = rand::random();
+            messages::auth_md5(out, salt);
+            client.write_all(out).await?;
+            out.clear();
+            let msg = expect_password_message(client).await?;
+            let response = parse::password(&msg[5..])?;
+            if md5::verify(user_name, secret, salt, response) {
+                Ok(())
+            } else {
+                Err(failed())
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let (verifier, doomed) = match user.and_then(|u| u.verifier.clone()) {
+                Some(v) => (v, false),
+                None => (Verifier::unmatchable(user_name.as_bytes()), true),
+            };
+            let mut scram = ScramServer::new(verifier, doomed);
+            messages::auth_sasl(out, &[MECHANISM]);
+            client.write_all(out).await?;
+            out.clear();
+            let msg = expect_password_message(client).await?;
+            let (mechanism, data) = parse::sasl_initial_response(&msg[5..])?;
+            if mechanism != MECHANISM {
+                return Err(ClientError::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "client selected an invalid SASL authentication mechanism",
+                ));
+            }
+            let first = scram.client_first(data).map_err(|e| scram_error(e, user_name))?;
+            messages::auth_sasl_continue(out, first.as_bytes());
+            client.write_all(out).await?;
+            out.clear();
+            let msg = expect_password_message(client).await?;
+            let last = scram.client_final(&msg[5..]).map_err(|e| scram_error(e, user_name))?;
+            messages::auth_sasl_final(out, last.as_bytes());
+            Ok(())
+        }
+    }
+}
+
+fn scram_error(e: AuthError, user: &str) -> ClientError {
+    match e {
+        AuthError::Failed => ClientError::AuthFailed { user: user.to_string() },
+        AuthError::Malformed(m) => ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {m}")),
+    }
+}
+
+async fn expect_password_message(client: &mut ClientStream) -> Result<BytesMut, ClientError> {
+    let msg = client.read_message().await?;
+    if msg[0] != b'p' {
+        return Err(ClientError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("pgrouter: expected a password response, got message type {:?}", msg[0] as char),
+        ));
+    }
+    Ok(msg)
+}

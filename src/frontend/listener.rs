@@ -1,0 +1,92 @@
+//! Accepts client connections. `max_client_conn` is a semaphore: a client
+//! holds a permit for its whole life, which also lets shutdown wait for all
+//! sessions to end. Clients over the limit are told so (53300) by a small,
+//! separately bounded set of tasks; beyond that they are closed at once.
+
+use super::handshake::{self, Outcome};
+use super::session;
+use super::stream::ClientStream;
+use crate::app::Shared;
+use crate::protocol::messages::{self, Severity};
+use bytes::BytesMut;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
+
+/// Accepts until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = shared.client_slots.clone().try_acquire_owned().ok();
+        let overflow = match permit {
+            Some(_) => None,
+            None => match shared.overflow_slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    debug!(%peer, "over max_client_conn and overflow: closing");
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            handle(stream, shared, permit, overflow).await;
+        });
+    }
+    info!("listener stopped accepting");
+}
+
+async fn handle(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+    _overflow: Option<OwnedSemaphorePermit>,
+) {
+    let id = shared.next_client_id();
+    let mut client = ClientStream::new(stream, shared.config.server.max_message_size);
+    let peer = client.peer();
+    let login_timeout = shared.config.server.client_login_timeout.get();
+    let outcome = tokio::time::timeout(login_timeout, handshake::login(&mut client, &shared, permit.is_none())).await;
+    let outcome = match outcome {
+        Ok(r) => r,
+        Err(_) => Err(super::ClientError::LoginTimeout(login_timeout.as_millis())),
+    };
+    match outcome {
+        Ok(Outcome::Cancelled) => {}
+        Ok(Outcome::LoggedIn(login)) => {
+            debug!(client = id, ?peer, user = %login.user.cfg.name, db = %login.database, "client logged in");
+            let result = session::run(&shared, client, *login).await;
+            match result {
+                Ok(()) | Err(super::ClientError::Gone(_)) => debug!(client = id, "client left"),
+                Err(e) => info!(client = id, error = %e, "client session ended with an error"),
+            }
+        }
+        Err(e) => {
+            match &e {
+                super::ClientError::Gone(_) => debug!(client = id, ?peer, "client left during login"),
+                _ => info!(client = id, ?peer, error = %e, "login failed"),
+            }
+            if let Some((code, message)) = e.response() {
+                let mut out = BytesMut::new();
+                messages::error_response(&mut out, Severity::Fatal, code, &message, None);
+                let _ = client.write_all(&out).await;
+            }
+        }
+    }
+    drop(permit);
+}

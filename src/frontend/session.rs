@@ -1,0 +1,348 @@
+//! The per-client loop: wait for the client's next message, borrow a server
+//! connection, relay until the server reports the transaction is over
+//! (ReadyForQuery 'I' with nothing owed), give the connection back.
+//!
+//! Invariants:
+//! - every server byte is fed to the connection's response tracker before it
+//!   is forwarded, so "is this connection clean?" is always known;
+//! - a connection whose client vanished mid-transaction goes through
+//!   [`crate::backend::reset::recover`] (cancel, sync, rollback) or is closed;
+//! - client messages are forwarded whole; server bytes are streamed as they
+//!   arrive (rows are never decoded).
+
+use super::handshake::LoggedIn;
+use super::params;
+use super::stream::ClientStream;
+use super::ClientError;
+use crate::app::Shared;
+use crate::backend::{reset, BackendError};
+use crate::config::PoolMode;
+use crate::pool::{PoolError, PooledConn};
+use crate::protocol::framing;
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::sqlstate;
+use bytes::BytesMut;
+
+/// How a relay ended.
+enum Relay {
+    /// The transaction is over; the server connection can go back.
+    Idle,
+    /// The client sent Terminate.
+    Terminated,
+}
+
+pub struct Session<'a> {
+    shared: &'a Shared,
+    client: ClientStream,
+    login: LoggedIn,
+    mode: PoolMode,
+    server: Option<PooledConn>,
+    out: BytesMut,
+}
+
+/// Serves a logged-in client until it leaves, then cleans up.
+pub async fn run(shared: &Shared, client: ClientStream, login: LoggedIn) -> Result<(), ClientError> {
+    let mut s = Session {
+        shared,
+        client,
+        login,
+        mode: shared.config.server.pool_mode,
+        server: None,
+        out: BytesMut::new(),
+    };
+    let result = s.serve().await;
+    if let Err(e) = &result {
+        if let Some((code, message)) = e.response() {
+            s.out.clear();
+            messages::error_response(&mut s.out, Severity::Fatal, code, &message, None);
+            let out = std::mem::take(&mut s.out);
+            let _ = s.client.write_all(&out).await;
+        }
+    }
+    s.release_on_exit().await;
+    result
+}
+
+impl Session<'_> {
+    async fn serve(&mut self) -> Result<(), ClientError> {
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            // Detached: wait for a whole message (or shutdown).
+            tokio::select! {
+                r = self.client.fill_message() => { r?; }
+                _ = shutdown.wait() => {
+                    return Err(ClientError::fatal(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "pgrouter: terminating connection because the router is shutting down",
+                    ));
+                }
+            }
+            match self.client.buf[0] {
+                b'X' => return Ok(()),
+                b'S' => {
+                    // A Sync with nothing before it needs no server.
+                    self.consume_message()?;
+                    self.out.clear();
+                    messages::ready_for_query(&mut self.out, b'I');
+                    self.flush_out().await?;
+                    continue;
+                }
+                // Flush alone, or COPY messages outside COPY: the server
+                // would ignore them too.
+                b'H' | b'd' | b'c' | b'f' => {
+                    self.consume_message()?;
+                    continue;
+                }
+                _ => {}
+            }
+            let server = match self.acquire().await? {
+                Ok(s) => s,
+                Err(e) => {
+                    self.fail_request(e.sqlstate(), &e.client_message()).await?;
+                    continue;
+                }
+            };
+            if let Err(e) = self.attach(server).await? {
+                self.fail_request(e.sqlstate(), &e.client_message()).await?;
+                continue;
+            }
+            match self.relay().await? {
+                Relay::Idle => self.detach(),
+                Relay::Terminated => return Ok(()),
+            }
+            if self.shared.shutdown.is_triggered() {
+                return Err(ClientError::fatal(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "pgrouter: terminating connection because the router is shutting down",
+                ));
+            }
+        }
+    }
+
+    fn consume_message(&mut self) -> Result<(), ClientError> {
+        if let Some(n) = self.client.complete_len()? {
+            let _ = self.client.buf.split_to(n);
+        }
+        Ok(())
+    }
+
+    async fn flush_out(&mut self) -> Result<(), ClientError> {
+        let out = std::mem::take(&mut self.out);
+        let r = self.client.write_all(&out).await;
+        self.out = out;
+        r
+    }
+
+    /// Waits for a server connection; notices a client that leaves meanwhile.
+    async fn acquire(&mut self) -> Result<Result<PooledConn, PoolError>, ClientError> {
+        let pool = self.login.pool.clone();
+        let wait = self.shared.config.server.query_wait_timeout.get();
+        let fut = pool.acquire(wait);
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut fut => return Ok(r),
+                // Reading only to notice EOF; bounded so a flood cannot grow it.
+                r = self.client.read_more(), if self.client.buf.len() < 1 << 20 => { r?; }
+            }
+        }
+    }
+
+    /// Answers the client's pending request with an ERROR (the connection
+    /// stays usable): a simple Query gets ErrorResponse + ReadyForQuery; an
+    /// extended-protocol batch is skipped up to its Sync first.
+    async fn fail_request(&mut self, code: &str, message: &str) -> Result<(), ClientError> {
+        let first = self.client.buf[0];
+        loop {
+            let n = self.client.fill_message().await?;
+            let tag = self.client.buf[0];
+            let _ = self.client.buf.split_to(n);
+            if first == b'Q' || tag == b'S' || tag == b'Q' {
+                break;
+            }
+        }
+        self.out.clear();
+        messages::error_response(&mut self.out, Severity::Error, code, message, None);
+        messages::ready_for_query(&mut self.out, b'I');
+        self.flush_out().await
+    }
+
+    /// Brings the server session's parameters in line with the client's and
+    /// records where its queries run (for cancel).
+    async fn attach(&mut self, mut server: PooledConn) -> Result<Result<(), BackendError>, ClientError> {
+        let sql = param_sync_sql(&self.login.desired, &server);
+        if !sql.is_empty() {
+            let set_names: Vec<String> = self
+                .login
+                .desired
+                .iter()
+                .filter(|(k, v)| server.params.get(k) != Some(*v))
+                .map(|(k, _)| k.to_string())
+                .collect();
+            for k in &set_names {
+                server.params.remove(k);
+            }
+            let timeout = self.shared.config.server.server_reset_timeout.get();
+            match server.run_internal(&sql, timeout).await {
+                Err(e) => return Ok(Err(e)),
+                Ok(Some(err)) => {
+                    return Err(ClientError::fatal(
+                        &err.code,
+                        format!("pgrouter: cannot apply session parameters: {}", err.message),
+                    ))
+                }
+                Ok(None) => {}
+            }
+            let reset: Vec<String> = server
+                .router_set
+                .iter()
+                .filter(|k| self.login.desired.get(k).is_none())
+                .cloned()
+                .collect();
+            for k in reset {
+                server.params.remove(&k);
+                server.router_set.retain(|n| n != &k);
+            }
+            for k in set_names {
+                match server.params.get(&k).map(str::to_string) {
+                    // Reported parameter: the server told us its (normalised) value.
+                    Some(v) => self.login.desired.set(&k, &v),
+                    None => {
+                        if let Some(v) = self.login.desired.get(&k).map(str::to_string) {
+                            server.params.set(&k, &v);
+                        }
+                        if !server.router_set.contains(&k) {
+                            server.router_set.push(k);
+                        }
+                    }
+                }
+            }
+        }
+        self.login.key.slot.attach(&server.target, server.pid, server.secret);
+        self.server = Some(server);
+        Ok(Ok(()))
+    }
+
+    fn detach(&mut self) {
+        self.login.key.slot.detach();
+        if let Some(server) = self.server.take() {
+            server.release();
+        }
+    }
+
+    /// Relays in both directions until the transaction ends (transaction
+    /// mode), or until the client terminates.
+    async fn relay(&mut self) -> Result<Relay, ClientError> {
+        let stop_when_idle = self.mode == PoolMode::Transaction;
+        let Session {
+            client,
+            server,
+            login,
+            ..
+        } = self;
+        let Some(server) = server.as_mut() else {
+            return Ok(Relay::Idle);
+        };
+        loop {
+            // Forward every whole client message buffered so far.
+            let mut off = 0;
+            let mut terminated = false;
+            while let Some(n) = framing::complete_len(&client.buf[off..], client.max_message)? {
+                let tag = client.buf[off];
+                if tag == b'X' {
+                    terminated = true;
+                    break;
+                }
+                server.tracker.client_sent(tag);
+                off += n;
+            }
+            if off > 0 {
+                let bytes = client.buf.split_to(off);
+                server.write_all(&bytes).await.map_err(server_lost)?;
+            }
+            if terminated {
+                return Ok(Relay::Terminated);
+            }
+            tokio::select! {
+                biased;
+                r = server.read_more() => {
+                    r.map_err(server_lost)?;
+                    let conn = &mut **server;
+                    let (tracker, buf, sparams) = (&mut conn.tracker, &conn.buf, &mut conn.params);
+                    let desired = &mut login.desired;
+                    let fed = tracker
+                        .server_bytes(buf, stop_when_idle, |k, v| {
+                            sparams.set(k, v);
+                            if params::is_client_settable(k) {
+                                desired.set(k, v);
+                            }
+                        })
+                        .map_err(|e| {
+                            conn.broken = true;
+                            server_lost(BackendError::protocol(&conn.target, e))
+                        })?;
+                    match fed.idle_at {
+                        Some(end) => {
+                            client.write_all(&conn.buf[..end]).await?;
+                            if end < conn.buf.len() {
+                                // Bytes after the final ReadyForQuery of an idle
+                                // session: not for this client; never reuse.
+                                conn.broken = true;
+                            }
+                            conn.buf.clear();
+                            return Ok(Relay::Idle);
+                        }
+                        None => {
+                            client.write_all(&conn.buf).await?;
+                            conn.buf.clear();
+                        }
+                    }
+                }
+                r = client.read_more() => { r?; }
+            }
+        }
+    }
+
+    /// Gives back or cleans the server connection when the session ends.
+    async fn release_on_exit(&mut self) {
+        self.login.key.slot.detach();
+        let Some(mut server) = self.server.take() else { return };
+        let timeout = self.shared.config.server.server_reset_timeout.get();
+        if self.mode == PoolMode::Session && server.is_reusable() {
+            let q = self.shared.config.server.server_reset_query.trim().to_string();
+            if !q.is_empty() && !matches!(server.run_internal(&q, timeout).await, Ok(None)) {
+                return; // dropped: closed
+            }
+            server.release();
+            return;
+        }
+        if reset::recover(&mut server, timeout).await {
+            server.release();
+        }
+    }
+}
+
+/// The SET/RESET batch that makes `server`'s session match `desired`.
+fn param_sync_sql(desired: &crate::backend::conn::Params, server: &PooledConn) -> String {
+    let mut sql = String::new();
+    for (k, v) in desired.iter() {
+        if server.params.get(k) != Some(v) {
+            sql.push_str(&format!(
+                "SET {} = {};",
+                messages::quote_ident(k),
+                messages::quote_literal(v)
+            ));
+        }
+    }
+    for k in &server.router_set {
+        if desired.get(k).is_none() {
+            sql.push_str(&format!("RESET {};", messages::quote_ident(k)));
+        }
+    }
+    sql
+}
+
+fn server_lost(e: BackendError) -> ClientError {
+    ClientError::fatal(sqlstate::CONNECTION_FAILURE, e.client_message())
+}

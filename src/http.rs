@@ -1,0 +1,76 @@
+//! HTTP endpoints: `/health/live` (the process serves) and `/health/ready`
+//! (accepting clients and the primary is reachable). JSON bodies, 200/503.
+
+use crate::app::Shared;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.wait() => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, body) = match req.uri().path() {
+        "/health/live" => (StatusCode::OK, "{\"status\":\"live\"}".to_string()),
+        "/health/ready" => ready(&shared).await,
+        _ => (StatusCode::NOT_FOUND, "{\"error\":\"not found\"}".to_string()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+async fn ready(shared: &Shared) -> (StatusCode, String) {
+    if shared.shutdown.is_triggered() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":\"draining\",\"primary\":\"unknown\"}".into(),
+        );
+    }
+    let p = &shared.primary;
+    let reachable = tokio::time::timeout(
+        shared.config.server.server_connect_timeout.get(),
+        tokio::net::TcpStream::connect((p.host.as_str(), p.port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let body = format!(
+        "{{\"status\":\"{}\",\"primary\":\"{}\",\"clients\":{}}}",
+        if reachable { "ready" } else { "unready" },
+        if reachable { "reachable" } else { "unreachable" },
+        shared.client_count()
+    );
+    let code = if reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
+}

@@ -1,0 +1,25 @@
+//! pgrouter: a PostgreSQL transaction-mode pooler and read/write router.
+//!
+//! Layout, one module per concept (dependencies point downwards):
+//! - [`protocol`]: sans-IO wire codec (framing, the few messages the router reads, encoders, SQLSTATEs).
+//! - [`auth`]: server-side SCRAM-SHA-256 / md5 verification of clients.
+//! - [`frontend`]: the client side: listener, handshake, per-client session loop, cancel.
+//! - [`backend`]: connections to PostgreSQL servers: login, response tracking, reset.
+//! - [`pool`]: bounded pools of server connections with FIFO wait and idle/lifetime expiry.
+//! - [`config`]: `router.toml` model, duration parsing, validation.
+//! - [`app`]: wiring of listeners, background tasks and graceful drain.
+//! - [`http`]: health endpoints.
+//! - [`demo`]: throwaway primary + replicas from the machine's PostgreSQL (used by `pgrouter demo` and the tests).
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::todo)]
+
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod frontend;
+pub mod http;
+pub mod pool;
+pub mod protocol;
+pub mod shutdown;

@@ -1,0 +1,119 @@
+//! The `pgrouter` command: parse arguments, load and validate the config,
+//! run. Nothing else lives here.
+
+use anyhow_free::fail;
+use clap::{Parser, Subcommand};
+use pgrouter::app::Router;
+use pgrouter::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "pgrouter", version, about = "PostgreSQL transaction-mode pooler and read/write router")]
+struct Cli {
+    /// Path to router.toml.
+    #[arg(short, long, global = true, default_value = "router.toml", env = "PGROUTER_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate the config and print the effective settings.
+    Check,
+    /// Start a throwaway primary + replicas and the router in front of them.
+    Demo {
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+    },
+    /// Read a password on stdin and print a SCRAM-SHA-256 verifier for router.toml.
+    HashPassword,
+}
+
+mod anyhow_free {
+    /// Prints an error and returns a failing exit code.
+    pub fn fail(msg: impl std::fmt::Display) -> std::process::ExitCode {
+        eprintln!("pgrouter: {msg}");
+        std::process::ExitCode::from(1)
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("pgrouter={level},warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Check) => match Config::load(&cli.config) {
+            Ok(c) => {
+                println!("# {} is valid; effective settings:\n", cli.config.display());
+                print!("{}", c.to_redacted_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Some(Cmd::HashPassword) => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                return fail(e);
+            }
+            let pw = line.trim_end_matches(['\n', '\r']);
+            println!("{}", postgres_protocol::password::scram_sha_256(pw.as_bytes()));
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Demo { replicas }) => {
+            init_logging("warn");
+            run_async(async move { pgrouter::demo::run(replicas).await.map_err(|e| e.to_string()) })
+        }
+        None => {
+            let config = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            init_logging(&config.server.log_level);
+            run_async(serve(config))
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start runtime: {e}")),
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let timeout = config.server.shutdown_timeout.get();
+    let router = Router::start(config).await.map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining clients for up to {timeout:?}");
+    router.shutdown();
+    if !router.drain(timeout).await {
+        tracing::warn!("shutdown_timeout reached with clients still connected; closing them");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
