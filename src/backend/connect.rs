@@ -138,12 +138,18 @@ async fn login_exchange(conn: &mut ServerConn, login: &Login) -> Result<(), Back
                         scram = Some(s);
                     }
                     11 => {
-                        let s = scram
-                            .as_mut()
+                        let mut s = scram
+                            .take()
                             .ok_or_else(|| BackendError::login(&target, "unexpected SASL continue"))?;
-                        s.update(data)
+                        // PBKDF2 (4096 rounds, milliseconds of CPU) must not
+                        // stall the sessions sharing this worker thread.
+                        let data = data.to_vec();
+                        let s = tokio::task::spawn_blocking(move || s.update(&data).map(|_| s))
+                            .await
+                            .map_err(|e| BackendError::login(&target, format!("SCRAM: {e}")))?
                             .map_err(|e| BackendError::login(&target, format!("SCRAM: {e}")))?;
                         messages::sasl_response(&mut out, s.message());
+                        scram = Some(s);
                     }
                     12 => {
                         let mut s = scram

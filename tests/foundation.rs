@@ -1,0 +1,475 @@
+//! The pooler against real PostgreSQL: psql, pgbench, the extended protocol,
+//! COPY, errors, cancel, vanished clients, load, auth and hostile input.
+
+mod common;
+
+use common::raw::{self, RawClient};
+use common::*;
+use pgrouter::config::PoolMode;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_runs_statements_errors_and_transactions() {
+    let db = database("psql");
+    let r = router(|_| {}).await;
+    let u = url(&r, &db);
+    let out = tokio::task::spawn_blocking(move || {
+        run_tool(
+            "psql",
+            &[
+                "-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", &u,
+                "-c", "CREATE TABLE t (a int)",
+                "-c", "INSERT INTO t SELECT generate_series(1, 10)",
+                "-c", "SELECT sum(a) FROM t",
+                "-c", "SELECT 1/0",
+                "-c", "",
+                "-c", "SELECT current_user, inet_server_port()",
+            ],
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("55"), "{stdout}");
+    assert!(stderr.contains("division by zero"), "{stderr}");
+    let port = cluster().primary.port.to_string();
+    assert!(stdout.contains(&format!("app|{port}")), "{stdout}");
+}
+
+fn pgbench_through_router(r: &TestRouter, db: &str, mode: &str) {
+    let port = r.addr.port().to_string();
+    let out = run_tool(
+        "pgbench",
+        &["-S", "-M", mode, "-c", "10", "-j", "2", "-t", "200", "-h", "127.0.0.1", "-p", &port, "-U", USER, db],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("number of transactions actually processed: 2000/2000"), "{stdout}");
+    assert!(stdout.contains("number of failed transactions: 0"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_select_only_simple_and_extended() {
+    let db = database("pgbench");
+    let init = run_tool(
+        "pgbench",
+        &["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &cluster().primary.port.to_string(), "-U", USER, &db],
+    );
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let r = router(|c| c.pool.pool_size = 4).await;
+    let r2 = std::sync::Arc::new(r);
+    let rr = r2.clone();
+    tokio::task::spawn_blocking(move || {
+        pgbench_through_router(&rr, &db, "simple");
+        pgbench_through_router(&rr, &db, "extended");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_extended_batch_with_several_syncs() {
+    let db = database("pipeline");
+    let r = router(|c| c.pool.pool_size = 1).await;
+    let mut c = RawClient::login(r.addr.port(), RAW_USER, &db).await;
+    let mut batch = Vec::new();
+    for i in 1..=3 {
+        let sql = format!("SELECT {i} * 10\0");
+        let mut parse = vec![0u8]; // unnamed statement
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&0u16.to_be_bytes());
+        batch.extend(raw::msg(b'P', &parse));
+        batch.extend(raw::msg(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(raw::msg(b'E', b"\0\0\0\0\0"));
+        batch.extend(raw::msg(b'S', b""));
+    }
+    // An error in the middle batch must not disturb the others.
+    let mut bad = vec![0u8];
+    bad.extend_from_slice(b"SELEC oops\0");
+    bad.extend_from_slice(&0u16.to_be_bytes());
+    batch.extend(raw::msg(b'P', &bad));
+    batch.extend(raw::msg(b'S', b""));
+    batch.extend(raw::query("SELECT 'after'"));
+    c.send(&batch).await;
+    let mut rows = Vec::new();
+    let mut errors = 0;
+    for _ in 0..5 {
+        for (tag, body) in c.until_ready().await {
+            match tag {
+                b'D' => rows.push(String::from_utf8_lossy(&body[6..]).to_string()),
+                b'E' => errors += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(rows, vec!["10", "20", "30", "after"]);
+    assert_eq!(errors, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_100k_rows_byte_exact() {
+    let db = database("copy");
+    let r = router(|_| {}).await;
+    let dir = std::env::temp_dir().join(format!("pgrouter-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.join("in.tsv");
+    let output = dir.join("out.tsv");
+    let mut data = String::new();
+    for i in 0..100_000 {
+        data.push_str(&format!("{i}\trow number {i} with tab\\tand backslash\\\\\t{}\n", i * 7 % 1000));
+    }
+    std::fs::write(&input, &data).unwrap_or_else(|e| panic!("{e}"));
+    let u = url(&r, &db);
+    let (i2, o2) = (input.clone(), output.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        run_tool(
+            "psql",
+            &[
+                "-X", "-v", "ON_ERROR_STOP=1", &u,
+                "-c", "CREATE TABLE c (id int, txt text, n int)",
+                "-c", &format!("\\copy c FROM '{}'", i2.display()),
+                "-c", &format!("\\copy (SELECT * FROM c ORDER BY id) TO '{}'", o2.display()),
+            ],
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let back = std::fs::read(&output).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.len(), data.len());
+    assert!(back == data.as_bytes(), "COPY round trip differs");
+    assert_eq!(primary_sql(&db, "SELECT count(*) FROM c"), "100000");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_inside_transaction_then_rollback() {
+    let db = database("txerr");
+    let r = router(|c| c.pool.pool_size = 1).await;
+    let c = connect(&r, &db).await;
+    c.batch_execute("CREATE TABLE t (a int)").await.unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap_or_else(|e| panic!("{e}"));
+    let e = c.simple_query("SELECT 1/0").await.err().map(|e| code(&e));
+    assert_eq!(e.as_deref(), Some("22012"));
+    let e = c.simple_query("SELECT 1").await.err().map(|e| code(&e));
+    assert_eq!(e.as_deref(), Some("25P02"), "failed transaction must stay failed");
+    c.batch_execute("ROLLBACK").await.unwrap_or_else(|e| panic!("{e}"));
+    // The same (only) server connection now serves another client cleanly.
+    let other = connect(&r, &db).await;
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(n, 0);
+    let status = other.query_one("SELECT now() = statement_timestamp()", &[]).await;
+    assert!(status.is_ok(), "the pooled connection is not in a transaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_running_query() {
+    let db = database("cancel");
+    let r = router(|_| {}).await;
+    let c = connect(&r, &db).await;
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let q = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.err().map(|e| code(&e)) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = tokio::time::timeout(Duration::from_secs(10), q).await;
+    let got = got.unwrap_or_else(|_| panic!("query not cancelled")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.as_deref(), Some("57014"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A client that vanishes while holding a row lock: the lock must be released
+/// promptly, both when it sat idle in the transaction and when a statement
+/// was still running (which needs a cancel; PgBouncer waits for the statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_client_releases_its_locks() {
+    let db = database("vanish");
+    let r = router(|c| c.pool.pool_size = 2).await;
+    primary_sql(&db, "CREATE TABLE l (id int primary key, v int); INSERT INTO l VALUES (1, 0); GRANT ALL ON l TO app");
+    for running in [false, true] {
+        let mut holder = RawClient::login(r.addr.port(), RAW_USER, &db).await;
+        holder.send(&raw::query("BEGIN; SELECT * FROM l WHERE id = 1 FOR UPDATE")).await;
+        holder.until_ready().await;
+        if running {
+            holder.send(&raw::query("SELECT pg_sleep(60)")).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let killed = Instant::now();
+        drop(holder); // the client vanishes: socket closed mid-transaction
+        let other = connect(&r, &db).await;
+        other
+            .batch_execute("SET lock_timeout = '5s'")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = other.query("SELECT * FROM l WHERE id = 1 FOR UPDATE", &[]).await;
+        let waited = killed.elapsed();
+        assert!(got.is_ok(), "lock still held (running={running}): {:?}", got.err());
+        eprintln!("lock released {waited:?} after the client vanished (statement running: {running})");
+        assert!(waited < Duration::from_secs(2), "took {waited:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_clients_share_ten_server_connections() {
+    let db = database("many");
+    primary_sql(&db, "CREATE TABLE m (client int, at timestamptz default now()); GRANT ALL ON m TO app");
+    let r = std::sync::Arc::new(
+        router(|c| {
+            c.pool.pool_size = 10;
+            c.server.query_wait_timeout = pgrouter::config::HumanDuration::from_secs(60);
+        })
+        .await,
+    );
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let r = r.clone();
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = try_connect(&r, &db).await?;
+            c.batch_execute(&format!("BEGIN; INSERT INTO m (client) VALUES ({i}); SELECT pg_sleep(0.01); COMMIT"))
+                .await?;
+            Ok::<_, tokio_postgres::Error>(c)
+        }));
+    }
+    let mut ok = 0;
+    let mut clients = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(c)) => {
+                ok += 1;
+                clients.push(c);
+            }
+            Ok(Err(e)) => panic!("a transaction failed: {}", describe(&e)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 500);
+    assert_eq!(primary_sql(&db, "SELECT count(DISTINCT client) FROM m"), "500");
+    let servers: usize = primary_sql(
+        &db,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND usename = 'app'"),
+    )
+    .parse()
+    .unwrap_or(999);
+    assert!(servers <= 10, "{servers} server connections for pool_size 10");
+    assert_eq!(r.shared.client_count(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_have_the_right_sqlstate() {
+    let db = database("auth");
+    let r = router(|_| {}).await;
+    let port = r.addr.port();
+    let wrong = connect_url(&format!("postgres://{USER}:nope@127.0.0.1:{port}/{db}")).await;
+    assert_eq!(wrong.err().map(|e| code(&e)).as_deref(), Some("28P01"));
+    let ghost = connect_url(&format!("postgres://ghost:nope@127.0.0.1:{port}/{db}")).await;
+    let ghost = ghost.err().map(|e| (code(&e), describe(&e)));
+    assert_eq!(ghost.as_ref().map(|g| g.0.as_str()), Some("28P01"));
+    assert!(ghost.map(|g| g.1.contains("password authentication failed")).unwrap_or(false));
+    let nodb = try_connect(&r, "no_such_database").await;
+    assert_eq!(nodb.err().map(|e| code(&e)).as_deref(), Some("3D000"));
+    // And the router still serves good clients.
+    let ok = connect(&r, &db).await;
+    assert!(ok.simple_query("SELECT 1").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_users_log_in() {
+    let db = database("md5");
+    let r = router(|c| {
+        c.users[0].auth = pgrouter::config::AuthMethod::Md5;
+    })
+    .await;
+    let c = connect(&r, &db).await;
+    assert!(c.simple_query("SELECT 1").await.is_ok());
+    let wrong = connect_url(&format!("postgres://{USER}:nope@127.0.0.1:{}/{db}", r.addr.port())).await;
+    assert_eq!(wrong.err().map(|e| code(&e)).as_deref(), Some("28P01"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages_are_rejected() {
+    let db = database("hostile");
+    let r = router(|_| {}).await;
+    let port = r.addr.port();
+    // A declared length of 2 GiB: rejected from the header alone.
+    let mut c = RawClient::login(port, RAW_USER, &db).await;
+    c.send(b"Q\x7f\xff\xff\xff").await;
+    let (tag, body) = c.next().await.unwrap_or_else(|| panic!("no answer"));
+    assert_eq!(tag, b'E');
+    let (code, message) = raw::error_fields(&body);
+    assert_eq!(code, "08P01", "{message}");
+    assert!(message.contains("over the limit"), "{message}");
+    assert!(c.closed().await);
+    // A length below 4.
+    let mut c = RawClient::login(port, RAW_USER, &db).await;
+    c.send(b"Q\0\0\0\x02").await;
+    let (tag, body) = c.next().await.unwrap_or_else(|| panic!("no answer"));
+    assert_eq!((tag, raw::error_fields(&body).0.as_str()), (b'E', "08P01"));
+    // A startup packet declaring 1 GiB.
+    let mut c = RawClient::connect(port).await;
+    c.send(&0x4000_0000u32.to_be_bytes()).await;
+    let (tag, body) = c.next().await.unwrap_or_else(|| panic!("no answer"));
+    assert_eq!((tag, raw::error_fields(&body).0.as_str()), (b'E', "08P01"));
+    // A startup packet with a bad protocol version.
+    let mut c = RawClient::connect(port).await;
+    c.send(&[0, 0, 0, 8, 0, 2, 0, 0]).await;
+    let (tag, body) = c.next().await.unwrap_or_else(|| panic!("no answer"));
+    assert_eq!((tag, raw::error_fields(&body).0.as_str()), (b'E', "08P01"));
+    // Others are unaffected.
+    let ok = connect(&r, &db).await;
+    assert!(ok.simple_query("SELECT 1").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_refused_and_newer_protocol_negotiated() {
+    let db = database("negotiate");
+    let r = router(|_| {}).await;
+    let mut c = RawClient::connect(r.addr.port()).await;
+    c.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await; // SSLRequest
+    let mut b = [0u8; 1];
+    use tokio::io::AsyncReadExt;
+    c.stream.read_exact(&mut b).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&b, b"N");
+    c.send(&raw::startup_packet(2, &[("user", RAW_USER), ("database", &db), ("_pq_.future", "1")]))
+        .await;
+    let msgs = c.until_ready().await;
+    assert_eq!(msgs[0].0, b'v', "NegotiateProtocolVersion first");
+    assert_eq!(&msgs[0].1[..4], &0u32.to_be_bytes());
+    assert!(msgs.iter().any(|m| m.0 == b'K'), "BackendKeyData");
+    assert!(msgs.iter().any(|m| m.0 == b'S' && m.1.starts_with(b"server_version\0")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_keeps_its_own_session_parameters() {
+    let db = database("params");
+    let r = router(|c| c.pool.pool_size = 1).await; // one server connection for both
+    let port = r.addr.port();
+    let tokyo = connect_url(&format!(
+        "postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{db}?options=-c%20TimeZone%3DAsia%2FTokyo"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let plain = connect(&r, &db).await;
+    async fn show(c: &tokio_postgres::Client) -> String {
+        let rows = c.simple_query("SHOW TimeZone").await.unwrap_or_else(|e| panic!("{e}"));
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+    plain.batch_execute("SET TimeZone = 'America/New_York'").await.unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        assert_eq!(show(&tokyo).await, "Asia/Tokyo");
+        assert_eq!(show(&plain).await, "America/New_York");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_idle_server_connection_is_replaced() {
+    let db = database("killed");
+    let r = router(|c| c.pool.pool_size = 1).await;
+    let c = connect(&r, &db).await;
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.map(|r| r.get(0)).unwrap_or_else(|e| panic!("{e}"));
+    primary_sql(&db, &format!("SELECT pg_terminate_backend({pid})"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid2: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|e| panic!("the client must not see the dead connection: {e}"));
+    assert_ne!(pid, pid2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_state_and_resets_between_clients() {
+    let db = database("session");
+    let r = router(|c| {
+        c.server.pool_mode = PoolMode::Session;
+        c.pool.pool_size = 1;
+    })
+    .await;
+    let a = connect(&r, &db).await;
+    a.batch_execute("CREATE TEMP TABLE tmp (x int); SET search_path = pg_temp, public")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(a.simple_query("SELECT * FROM tmp").await.is_ok());
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = connect(&r, &db).await;
+    let e = b.simple_query("SELECT * FROM tmp").await.err().map(|e| code(&e));
+    assert_eq!(e.as_deref(), Some("42P01"), "DISCARD ALL must drop the temp table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_with_53300() {
+    let db = database("maxconn");
+    let r = router(|c| c.server.max_client_conn = 2).await;
+    let _a = connect(&r, &db).await;
+    let _b = connect(&r, &db).await;
+    let c = try_connect(&r, &db).await;
+    assert_eq!(c.err().map(|e| code(&e)).as_deref(), Some("53300"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_transactions_finish() {
+    let db = database("shutdown");
+    let r = router(|_| {}).await;
+    let c = connect(&r, &db).await;
+    c.batch_execute("CREATE TABLE s (a int)").await.unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("BEGIN; INSERT INTO s VALUES (1)").await.unwrap_or_else(|e| panic!("{e}"));
+    r.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New clients are refused...
+    assert!(try_connect(&r, &db).await.is_err());
+    // ...the open transaction completes...
+    c.batch_execute("INSERT INTO s VALUES (2); COMMIT").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(primary_sql(&db, "SELECT count(*) FROM s"), "2");
+    // ...and then the client is let go.
+    assert!(r.drain(Duration::from_secs(5)).await);
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints() {
+    let r = router(|_| {}).await;
+    let live = http_get(r.http_addr, "/health/live").await;
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    let ready = http_get(r.http_addr, "/health/ready").await;
+    assert!(ready.starts_with("HTTP/1.1 200") && ready.contains("\"ready\""), "{ready}");
+    // A router whose primary is unreachable is not ready.
+    let dead = router(|c| c.primary.port = pgrouter::demo::cluster::free_port().unwrap_or(1)).await;
+    let ready = http_get(dead.http_addr, "/health/ready").await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_primary_gives_a_clear_error_not_a_hang() {
+    let r = router(|c| {
+        c.primary.port = pgrouter::demo::cluster::free_port().unwrap_or(1);
+        c.server.server_connect_timeout = pgrouter::config::HumanDuration::from_millis(500);
+    })
+    .await;
+    let started = Instant::now();
+    let e = try_connect(&r, "whatever").await;
+    let err = e.err().map(|e| (code(&e), describe(&e)));
+    assert_eq!(err.as_ref().map(|e| e.0.as_str()), Some("08006"));
+    assert!(err.map(|e| e.1.contains("primary")).unwrap_or(false));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
