@@ -41,17 +41,22 @@ pub struct UserEntry {
 impl UserEntry {
     fn new(cfg: &UserConfig) -> Self {
         let password = cfg.password.as_deref();
+        let is_verifier = |p: &str| p.starts_with("SCRAM-SHA-256$");
+        let is_md5 = crate::auth::md5::is_stored_hash;
         let verifier = match password {
-            Some(p) if p.starts_with("SCRAM-SHA-256$") => Verifier::parse(p).ok(),
-            Some(p) if p.len() == 35 && p.starts_with("md5") => None,
+            Some(p) if is_verifier(p) => Verifier::parse(p).ok(),
+            Some(p) if is_md5(p) => None,
             Some(p) => Some(Verifier::from_password(p)),
             None => None,
         };
-        let plaintext = password.filter(|p| !p.starts_with("SCRAM-SHA-256$") && !(p.len() == 35 && p.starts_with("md5")));
+        let plaintext = password.filter(|p| !is_verifier(p) && !is_md5(p));
         Self {
             verifier,
             server_user: cfg.server_user.clone().unwrap_or_else(|| cfg.name.clone()),
-            server_password: cfg.server_password.clone().or(plaintext.map(str::to_string)),
+            server_password: cfg
+                .server_password
+                .clone()
+                .or(plaintext.map(str::to_string)),
             cfg: cfg.clone(),
         }
     }

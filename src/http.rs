@@ -34,16 +34,24 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
         "/health/live" => (StatusCode::OK, "{\"status\":\"live\"}".to_string()),
         "/health/ready" => ready(&shared).await,
-        _ => (StatusCode::NOT_FOUND, "{\"error\":\"not found\"}".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "{\"error\":\"not found\"}".to_string(),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 
@@ -64,7 +72,11 @@ async fn ready(shared: &Shared) -> (StatusCode, String) {
     let body = format!(
         "{{\"status\":\"{}\",\"primary\":\"{}\",\"clients\":{}}}",
         if reachable { "ready" } else { "unready" },
-        if reachable { "reachable" } else { "unreachable" },
+        if reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        },
         shared.client_count()
     );
     let code = if reachable {

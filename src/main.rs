@@ -9,10 +9,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "pgrouter", version, about = "PostgreSQL transaction-mode pooler and read/write router")]
+#[command(
+    name = "pgrouter",
+    version,
+    about = "PostgreSQL transaction-mode pooler and read/write router"
+)]
 struct Cli {
     /// Path to router.toml.
-    #[arg(short, long, global = true, default_value = "router.toml", env = "PGROUTER_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "router.toml",
+        env = "PGROUTER_CONFIG"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -62,12 +72,19 @@ fn main() -> ExitCode {
                 return fail(e);
             }
             let pw = line.trim_end_matches(['\n', '\r']);
-            println!("{}", postgres_protocol::password::scram_sha_256(pw.as_bytes()));
+            println!(
+                "{}",
+                postgres_protocol::password::scram_sha_256(pw.as_bytes())
+            );
             ExitCode::SUCCESS
         }
         Some(Cmd::Demo { replicas }) => {
             init_logging("warn");
-            run_async(async move { pgrouter::demo::run(replicas).await.map_err(|e| e.to_string()) })
+            run_async(async move {
+                pgrouter::demo::run(replicas)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         }
         None => {
             let config = match Config::load(&cli.config) {
@@ -81,7 +98,10 @@ fn main() -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start runtime: {e}")),
     };

@@ -17,13 +17,24 @@ async fn psql_runs_statements_errors_and_transactions() {
         run_tool(
             "psql",
             &[
-                "-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", &u,
-                "-c", "CREATE TABLE t (a int)",
-                "-c", "INSERT INTO t SELECT generate_series(1, 10)",
-                "-c", "SELECT sum(a) FROM t",
-                "-c", "SELECT 1/0",
-                "-c", "",
-                "-c", "SELECT current_user, inet_server_port()",
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=0",
+                &u,
+                "-c",
+                "CREATE TABLE t (a int)",
+                "-c",
+                "INSERT INTO t SELECT generate_series(1, 10)",
+                "-c",
+                "SELECT sum(a) FROM t",
+                "-c",
+                "SELECT 1/0",
+                "-c",
+                "",
+                "-c",
+                "SELECT current_user, inet_server_port()",
             ],
         )
     })
@@ -41,12 +52,39 @@ fn pgbench_through_router(r: &TestRouter, db: &str, mode: &str) {
     let port = r.addr.port().to_string();
     let out = run_tool(
         "pgbench",
-        &["-S", "-M", mode, "-c", "10", "-j", "2", "-t", "200", "-h", "127.0.0.1", "-p", &port, "-U", USER, db],
+        &[
+            "-S",
+            "-M",
+            mode,
+            "-c",
+            "10",
+            "-j",
+            "2",
+            "-t",
+            "200",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            USER,
+            db,
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("number of transactions actually processed: 2000/2000"), "{stdout}");
-    assert!(stdout.contains("number of failed transactions: 0"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of transactions actually processed: 2000/2000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,9 +92,25 @@ async fn pgbench_select_only_simple_and_extended() {
     let db = database("pgbench");
     let init = run_tool(
         "pgbench",
-        &["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &cluster().primary.port.to_string(), "-U", USER, &db],
+        &[
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster().primary.port.to_string(),
+            "-U",
+            USER,
+            &db,
+        ],
     );
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let r = router(|c| c.pool.pool_size = 4).await;
     let r2 = std::sync::Arc::new(r);
     let rr = r2.clone();
@@ -117,7 +171,10 @@ async fn copy_in_and_out_100k_rows_byte_exact() {
     let output = dir.join("out.tsv");
     let mut data = String::new();
     for i in 0..100_000 {
-        data.push_str(&format!("{i}\trow number {i} with tab\\tand backslash\\\\\t{}\n", i * 7 % 1000));
+        data.push_str(&format!(
+            "{i}\trow number {i} with tab\\tand backslash\\\\\t{}\n",
+            i * 7 % 1000
+        ));
     }
     std::fs::write(&input, &data).unwrap_or_else(|e| panic!("{e}"));
     let u = url(&r, &db);
@@ -126,16 +183,26 @@ async fn copy_in_and_out_100k_rows_byte_exact() {
         run_tool(
             "psql",
             &[
-                "-X", "-v", "ON_ERROR_STOP=1", &u,
-                "-c", "CREATE TABLE c (id int, txt text, n int)",
-                "-c", &format!("\\copy c FROM '{}'", i2.display()),
-                "-c", &format!("\\copy (SELECT * FROM c ORDER BY id) TO '{}'", o2.display()),
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &u,
+                "-c",
+                "CREATE TABLE c (id int, txt text, n int)",
+                "-c",
+                &format!("\\copy c FROM '{}'", i2.display()),
+                "-c",
+                &format!("\\copy (SELECT * FROM c ORDER BY id) TO '{}'", o2.display()),
             ],
         )
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let back = std::fs::read(&output).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(back.len(), data.len());
     assert!(back == data.as_bytes(), "COPY round trip differs");
@@ -148,13 +215,23 @@ async fn error_inside_transaction_then_rollback() {
     let db = database("txerr");
     let r = router(|c| c.pool.pool_size = 1).await;
     let c = connect(&r, &db).await;
-    c.batch_execute("CREATE TABLE t (a int)").await.unwrap_or_else(|e| panic!("{e}"));
-    c.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("CREATE TABLE t (a int)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let e = c.simple_query("SELECT 1/0").await.err().map(|e| code(&e));
     assert_eq!(e.as_deref(), Some("22012"));
     let e = c.simple_query("SELECT 1").await.err().map(|e| code(&e));
-    assert_eq!(e.as_deref(), Some("25P02"), "failed transaction must stay failed");
-    c.batch_execute("ROLLBACK").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        e.as_deref(),
+        Some("25P02"),
+        "failed transaction must stay failed"
+    );
+    c.batch_execute("ROLLBACK")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // The same (only) server connection now serves another client cleanly.
     let other = connect(&r, &db).await;
     let n: i64 = other
@@ -163,8 +240,13 @@ async fn error_inside_transaction_then_rollback() {
         .map(|row| row.get(0))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 0);
-    let status = other.query_one("SELECT now() = statement_timestamp()", &[]).await;
-    assert!(status.is_ok(), "the pooled connection is not in a transaction");
+    let status = other
+        .query_one("SELECT now() = statement_timestamp()", &[])
+        .await;
+    assert!(
+        status.is_ok(),
+        "the pooled connection is not in a transaction"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,11 +256,21 @@ async fn cancel_reaches_the_running_query() {
     let c = connect(&r, &db).await;
     let token = c.cancel_token();
     let started = Instant::now();
-    let q = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.err().map(|e| code(&e)) });
+    let q = tokio::spawn(async move {
+        c.simple_query("SELECT pg_sleep(30)")
+            .await
+            .err()
+            .map(|e| code(&e))
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    token.cancel_query(tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{e}"));
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let got = tokio::time::timeout(Duration::from_secs(10), q).await;
-    let got = got.unwrap_or_else(|_| panic!("query not cancelled")).unwrap_or_else(|e| panic!("{e}"));
+    let got = got
+        .unwrap_or_else(|_| panic!("query not cancelled"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.as_deref(), Some("57014"));
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -193,7 +285,11 @@ async fn vanished_client_releases_its_locks() {
     primary_sql(&db, "CREATE TABLE l (id int primary key, v int); INSERT INTO l VALUES (1, 0); GRANT ALL ON l TO app");
     for running in [false, true] {
         let mut holder = RawClient::login(r.addr.port(), RAW_USER, &db).await;
-        holder.send(&raw::query("BEGIN; SELECT * FROM l WHERE id = 1 FOR UPDATE")).await;
+        holder
+            .send(&raw::query(
+                "BEGIN; SELECT * FROM l WHERE id = 1 FOR UPDATE",
+            ))
+            .await;
         holder.until_ready().await;
         if running {
             holder.send(&raw::query("SELECT pg_sleep(60)")).await;
@@ -206,10 +302,18 @@ async fn vanished_client_releases_its_locks() {
             .batch_execute("SET lock_timeout = '5s'")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let got = other.query("SELECT * FROM l WHERE id = 1 FOR UPDATE", &[]).await;
+        let got = other
+            .query("SELECT * FROM l WHERE id = 1 FOR UPDATE", &[])
+            .await;
         let waited = killed.elapsed();
-        assert!(got.is_ok(), "lock still held (running={running}): {:?}", got.err());
-        eprintln!("lock released {waited:?} after the client vanished (statement running: {running})");
+        assert!(
+            got.is_ok(),
+            "lock still held (running={running}): {:?}",
+            got.err()
+        );
+        eprintln!(
+            "lock released {waited:?} after the client vanished (statement running: {running})"
+        );
         assert!(waited < Duration::from_secs(2), "took {waited:?}");
     }
 }
@@ -217,7 +321,10 @@ async fn vanished_client_releases_its_locks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_clients_share_ten_server_connections() {
     let db = database("many");
-    primary_sql(&db, "CREATE TABLE m (client int, at timestamptz default now()); GRANT ALL ON m TO app");
+    primary_sql(
+        &db,
+        "CREATE TABLE m (client int, at timestamptz default now()); GRANT ALL ON m TO app",
+    );
     let r = std::sync::Arc::new(
         router(|c| {
             c.pool.pool_size = 10;
@@ -231,8 +338,10 @@ async fn five_hundred_clients_share_ten_server_connections() {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
             let c = try_connect(&r, &db).await?;
-            c.batch_execute(&format!("BEGIN; INSERT INTO m (client) VALUES ({i}); SELECT pg_sleep(0.01); COMMIT"))
-                .await?;
+            c.batch_execute(&format!(
+                "BEGIN; INSERT INTO m (client) VALUES ({i}); SELECT pg_sleep(0.01); COMMIT"
+            ))
+            .await?;
             Ok::<_, tokio_postgres::Error>(c)
         }));
     }
@@ -249,14 +358,22 @@ async fn five_hundred_clients_share_ten_server_connections() {
         }
     }
     assert_eq!(ok, 500);
-    assert_eq!(primary_sql(&db, "SELECT count(DISTINCT client) FROM m"), "500");
+    assert_eq!(
+        primary_sql(&db, "SELECT count(DISTINCT client) FROM m"),
+        "500"
+    );
     let servers: usize = primary_sql(
         &db,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND usename = 'app'"),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND usename = 'app'"
+        ),
     )
     .parse()
     .unwrap_or(999);
-    assert!(servers <= 10, "{servers} server connections for pool_size 10");
+    assert!(
+        servers <= 10,
+        "{servers} server connections for pool_size 10"
+    );
     assert_eq!(r.shared.client_count(), 500);
 }
 
@@ -270,7 +387,9 @@ async fn auth_failures_have_the_right_sqlstate() {
     let ghost = connect_url(&format!("postgres://ghost:nope@127.0.0.1:{port}/{db}")).await;
     let ghost = ghost.err().map(|e| (code(&e), describe(&e)));
     assert_eq!(ghost.as_ref().map(|g| g.0.as_str()), Some("28P01"));
-    assert!(ghost.map(|g| g.1.contains("password authentication failed")).unwrap_or(false));
+    assert!(ghost
+        .map(|g| g.1.contains("password authentication failed"))
+        .unwrap_or(false));
     let nodb = try_connect(&r, "no_such_database").await;
     assert_eq!(nodb.err().map(|e| code(&e)).as_deref(), Some("3D000"));
     // And the router still serves good clients.
@@ -287,7 +406,11 @@ async fn md5_users_log_in() {
     .await;
     let c = connect(&r, &db).await;
     assert!(c.simple_query("SELECT 1").await.is_ok());
-    let wrong = connect_url(&format!("postgres://{USER}:nope@127.0.0.1:{}/{db}", r.addr.port())).await;
+    let wrong = connect_url(&format!(
+        "postgres://{USER}:nope@127.0.0.1:{}/{db}",
+        r.addr.port()
+    ))
+    .await;
     assert_eq!(wrong.err().map(|e| code(&e)).as_deref(), Some("28P01"));
 }
 
@@ -333,15 +456,23 @@ async fn ssl_refused_and_newer_protocol_negotiated() {
     c.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await; // SSLRequest
     let mut b = [0u8; 1];
     use tokio::io::AsyncReadExt;
-    c.stream.read_exact(&mut b).await.unwrap_or_else(|e| panic!("{e}"));
+    c.stream
+        .read_exact(&mut b)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(&b, b"N");
-    c.send(&raw::startup_packet(2, &[("user", RAW_USER), ("database", &db), ("_pq_.future", "1")]))
-        .await;
+    c.send(&raw::startup_packet(
+        2,
+        &[("user", RAW_USER), ("database", &db), ("_pq_.future", "1")],
+    ))
+    .await;
     let msgs = c.until_ready().await;
     assert_eq!(msgs[0].0, b'v', "NegotiateProtocolVersion first");
     assert_eq!(&msgs[0].1[..4], &0u32.to_be_bytes());
     assert!(msgs.iter().any(|m| m.0 == b'K'), "BackendKeyData");
-    assert!(msgs.iter().any(|m| m.0 == b'S' && m.1.starts_with(b"server_version\0")));
+    assert!(msgs
+        .iter()
+        .any(|m| m.0 == b'S' && m.1.starts_with(b"server_version\0")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +487,10 @@ async fn each_client_keeps_its_own_session_parameters() {
     .unwrap_or_else(|e| panic!("{e}"));
     let plain = connect(&r, &db).await;
     async fn show(c: &tokio_postgres::Client) -> String {
-        let rows = c.simple_query("SHOW TimeZone").await.unwrap_or_else(|e| panic!("{e}"));
+        let rows = c
+            .simple_query("SHOW TimeZone")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         rows.iter()
             .find_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
@@ -364,7 +498,10 @@ async fn each_client_keeps_its_own_session_parameters() {
             })
             .unwrap_or_default()
     }
-    plain.batch_execute("SET TimeZone = 'America/New_York'").await.unwrap_or_else(|e| panic!("{e}"));
+    plain
+        .batch_execute("SET TimeZone = 'America/New_York'")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..3 {
         assert_eq!(show(&tokyo).await, "Asia/Tokyo");
         assert_eq!(show(&plain).await, "America/New_York");
@@ -376,7 +513,11 @@ async fn killed_idle_server_connection_is_replaced() {
     let db = database("killed");
     let r = router(|c| c.pool.pool_size = 1).await;
     let c = connect(&r, &db).await;
-    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.map(|r| r.get(0)).unwrap_or_else(|e| panic!("{e}"));
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
     primary_sql(&db, &format!("SELECT pg_terminate_backend({pid})"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid2: i32 = c
@@ -403,8 +544,16 @@ async fn session_mode_keeps_state_and_resets_between_clients() {
     drop(a);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b = connect(&r, &db).await;
-    let e = b.simple_query("SELECT * FROM tmp").await.err().map(|e| code(&e));
-    assert_eq!(e.as_deref(), Some("42P01"), "DISCARD ALL must drop the temp table");
+    let e = b
+        .simple_query("SELECT * FROM tmp")
+        .await
+        .err()
+        .map(|e| code(&e));
+    assert_eq!(
+        e.as_deref(),
+        Some("42P01"),
+        "DISCARD ALL must drop the temp table"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,14 +571,20 @@ async fn graceful_shutdown_lets_transactions_finish() {
     let db = database("shutdown");
     let r = router(|_| {}).await;
     let c = connect(&r, &db).await;
-    c.batch_execute("CREATE TABLE s (a int)").await.unwrap_or_else(|e| panic!("{e}"));
-    c.batch_execute("BEGIN; INSERT INTO s VALUES (1)").await.unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("CREATE TABLE s (a int)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("BEGIN; INSERT INTO s VALUES (1)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     r.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // New clients are refused...
     assert!(try_connect(&r, &db).await.is_err());
     // ...the open transaction completes...
-    c.batch_execute("INSERT INTO s VALUES (2); COMMIT").await.unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("INSERT INTO s VALUES (2); COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(primary_sql(&db, "SELECT count(*) FROM s"), "2");
     // ...and then the client is let go.
     assert!(r.drain(Duration::from_secs(5)).await);
@@ -437,7 +592,9 @@ async fn graceful_shutdown_lets_transactions_finish() {
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -452,7 +609,10 @@ async fn health_endpoints() {
     let live = http_get(r.http_addr, "/health/live").await;
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     let ready = http_get(r.http_addr, "/health/ready").await;
-    assert!(ready.starts_with("HTTP/1.1 200") && ready.contains("\"ready\""), "{ready}");
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("\"ready\""),
+        "{ready}"
+    );
     // A router whose primary is unreachable is not ready.
     let dead = router(|c| c.primary.port = pgrouter::demo::cluster::free_port().unwrap_or(1)).await;
     let ready = http_get(dead.http_addr, "/health/ready").await;

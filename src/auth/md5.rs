@@ -13,6 +13,13 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Is `secret` a stored md5 hash ("md5" + 32 hex digits) rather than plaintext?
+pub fn is_stored_hash(secret: &str) -> bool {
+    secret.len() == 35
+        && secret.starts_with("md5")
+        && secret[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The stored form: `"md5" + hex(md5(password + user))`.
 pub fn stored_hash(user: &str, password: &str) -> String {
     let mut h = Md5::new();
@@ -24,7 +31,7 @@ pub fn stored_hash(user: &str, password: &str) -> String {
 /// What a client must answer for `salt`, given the configured secret
 /// (plaintext or an "md5..." stored hash).
 pub fn expected_response(user: &str, secret: &str, salt: [u8; 4]) -> String {
-    let stored = if secret.len() == 35 && secret.starts_with("md5") {
+    let stored = if is_stored_hash(secret) {
         secret.to_string()
     } else {
         stored_hash(user, secret)

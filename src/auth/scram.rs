@@ -25,7 +25,9 @@ pub struct Verifier {
 impl Verifier {
     /// Parses `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
     pub fn parse(text: &str) -> Result<Verifier, String> {
-        let bad = || "not a valid SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".to_string();
+        let bad = || {
+            "not a valid SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".to_string()
+        };
         let rest = text.strip_prefix("SCRAM-SHA-256$").ok_or_else(bad)?;
         let (iter_salt, keys) = rest.split_once('$').ok_or_else(bad)?;
         let (iter, salt) = iter_salt.split_once(':').ok_or_else(bad)?;
@@ -117,9 +119,12 @@ impl ScramServer {
 
     /// Takes the client-first-message, returns the server-first-message.
     pub fn client_first(&mut self, data: &[u8]) -> Result<String, AuthError> {
-        let text = std::str::from_utf8(data).map_err(|_| malformed("client-first-message is not UTF-8"))?;
+        let text = std::str::from_utf8(data)
+            .map_err(|_| malformed("client-first-message is not UTF-8"))?;
         // gs2-header: cbind-flag "," [authzid] ","
-        let (flag, rest) = text.split_once(',').ok_or_else(|| malformed("no GS2 header"))?;
+        let (flag, rest) = text
+            .split_once(',')
+            .ok_or_else(|| malformed("no GS2 header"))?;
         match flag {
             "n" | "y" => {}
             f if f.starts_with("p=") => {
@@ -129,7 +134,9 @@ impl ScramServer {
             }
             _ => return Err(malformed("invalid channel-binding flag")),
         }
-        let (authzid, bare) = rest.split_once(',').ok_or_else(|| malformed("no GS2 header"))?;
+        let (authzid, bare) = rest
+            .split_once(',')
+            .ok_or_else(|| malformed("no GS2 header"))?;
         if !authzid.is_empty() {
             return Err(malformed("authorization identities are not supported"));
         }
@@ -167,7 +174,8 @@ impl ScramServer {
         else {
             return Err(malformed("unexpected SCRAM message"));
         };
-        let text = std::str::from_utf8(data).map_err(|_| malformed("client-final-message is not UTF-8"))?;
+        let text = std::str::from_utf8(data)
+            .map_err(|_| malformed("client-final-message is not UTF-8"))?;
         let (without_proof, proof) = text
             .rsplit_once(",p=")
             .ok_or_else(|| malformed("missing proof"))?;
@@ -194,7 +202,10 @@ impl ScramServer {
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let client_signature = hmac(&self.verifier.stored_key, &[auth_message.as_bytes()]);
         let mut client_key = [0u8; 32];
-        for (k, (p, s)) in client_key.iter_mut().zip(proof.iter().zip(client_signature)) {
+        for (k, (p, s)) in client_key
+            .iter_mut()
+            .zip(proof.iter().zip(client_signature))
+        {
             *k = p ^ s;
         }
         let stored: [u8; 32] = Sha256::digest(client_key).into();
@@ -257,11 +268,23 @@ mod tests {
     #[test]
     fn garbage_is_malformed_not_a_panic() {
         let mut s = ScramServer::new(Verifier::from_password("x"), false);
-        assert!(matches!(s.client_first(b"\xff"), Err(AuthError::Malformed(_))));
-        assert!(matches!(s.client_first(b"n,,n=,"), Err(AuthError::Malformed(_))));
-        assert!(matches!(s.client_first(b"p=tls-server-end-point,,n=,r=abc"), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            s.client_first(b"\xff"),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            s.client_first(b"n,,n=,"),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            s.client_first(b"p=tls-server-end-point,,n=,r=abc"),
+            Err(AuthError::Malformed(_))
+        ));
         let mut s = ScramServer::new(Verifier::from_password("x"), false);
         assert!(s.client_first(b"n,,n=,r=abc").is_ok());
-        assert!(matches!(s.client_final(b"c=biws,r=abc,p=AAAA"), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            s.client_final(b"c=biws,r=abc,p=AAAA"),
+            Err(AuthError::Malformed(_))
+        ));
     }
 }

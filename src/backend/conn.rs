@@ -22,7 +22,11 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
             Some((_, v)) => {
                 if v != value {
                     *v = value.to_string();

@@ -199,7 +199,12 @@ async fn login_exchange(conn: &mut ServerConn, login: &Login) -> Result<(), Back
 
 /// Sends a CancelRequest for the server session `pid`/`secret` on a fresh
 /// connection and waits for the server to close it.
-pub async fn send_cancel(target: &Target, pid: i32, secret: i32, timeout: Duration) -> Result<(), BackendError> {
+pub async fn send_cancel(
+    target: &Target,
+    pid: i32,
+    secret: i32,
+    timeout: Duration,
+) -> Result<(), BackendError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let work = async {
         let mut s = TcpStream::connect((target.host.as_str(), target.port))
@@ -207,7 +212,9 @@ pub async fn send_cancel(target: &Target, pid: i32, secret: i32, timeout: Durati
             .map_err(|e| BackendError::connect(target, e))?;
         let mut out = BytesMut::new();
         messages::cancel_request(&mut out, pid, secret);
-        s.write_all(&out).await.map_err(|e| BackendError::io(target, e))?;
+        s.write_all(&out)
+            .await
+            .map_err(|e| BackendError::io(target, e))?;
         let mut sink = [0u8; 16];
         // The server answers nothing and closes; EOF means it has the request.
         let _ = s.read(&mut sink).await;
@@ -215,8 +222,10 @@ pub async fn send_cancel(target: &Target, pid: i32, secret: i32, timeout: Durati
     };
     tokio::time::timeout(timeout, work)
         .await
-        .unwrap_or_else(|_| Err(BackendError::ConnectTimeout {
-            target: target.to_string(),
-            ms: timeout.as_millis(),
-        }))
+        .unwrap_or_else(|_| {
+            Err(BackendError::ConnectTimeout {
+                target: target.to_string(),
+                ms: timeout.as_millis(),
+            })
+        })
 }

@@ -76,9 +76,7 @@ impl BackendError {
     /// The message a client sees: names the server, never internal detail.
     pub fn client_message(&self) -> String {
         match self {
-            Self::Refused { fields, .. }
-                if fields.code == sqlstate::INVALID_CATALOG_NAME =>
-            {
+            Self::Refused { fields, .. } if fields.code == sqlstate::INVALID_CATALOG_NAME => {
                 fields.message.clone()
             }
             other => format!("pgrouter: {other}"),

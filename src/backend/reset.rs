@@ -7,8 +7,8 @@
 //! transaction is rolled back. Only a connection that comes back idle and
 //! clean is reused; anything else is closed.
 
-use super::connect::send_cancel;
 use super::conn::ServerConn;
+use super::connect::send_cancel;
 use super::tracker::{CopyMode, TxStatus};
 use crate::protocol::messages;
 use bytes::BytesMut;
@@ -28,7 +28,10 @@ pub async fn recover(conn: &mut ServerConn, timeout: Duration) -> bool {
     }
 }
 
-async fn recover_inner(conn: &mut ServerConn, timeout: Duration) -> Result<(), super::BackendError> {
+async fn recover_inner(
+    conn: &mut ServerConn,
+    timeout: Duration,
+) -> Result<(), super::BackendError> {
     let t = &conn.tracker;
     if t.pending() > 0 {
         // A statement may be running and holding locks: stop it now.

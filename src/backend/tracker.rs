@@ -123,11 +123,7 @@ impl ResponseTracker {
                     }
                     *pending = pending.saturating_sub(1);
                     *copy = CopyMode::None;
-                    if stop_when_idle
-                        && *pending == 0
-                        && !*unsynced
-                        && *status == TxStatus::Idle
-                    {
+                    if stop_when_idle && *pending == 0 && !*unsynced && *status == TxStatus::Idle {
                         fed.idle_at = Some(end);
                         return false;
                     }
@@ -200,7 +196,15 @@ mod tests {
         let mut t = ResponseTracker::new(1 << 20);
         t.client_sent(b'Q');
         assert!(!t.is_idle());
-        let f = feed(&mut t, &[(b'T', b"x"), (b'D', b"row"), (b'C', b"SELECT 1\0"), (b'Z', b"I")]);
+        let f = feed(
+            &mut t,
+            &[
+                (b'T', b"x"),
+                (b'D', b"row"),
+                (b'C', b"SELECT 1\0"),
+                (b'Z', b"I"),
+            ],
+        );
         assert!(f.idle_at.is_some());
         assert!(t.is_idle());
     }
@@ -224,8 +228,13 @@ mod tests {
     /// Table-driven: client messages, server replies, idle afterwards?
     #[test]
     fn extended_protocol_table() {
-        let cases: &[(&[u8], &[(u8, &[u8])], bool)] = &[
-            (b"PBES", &[(b'1', b""), (b'2', b""), (b'C', b"x\0"), (b'Z', b"I")], true),
+        type Case<'a> = (&'a [u8], &'a [(u8, &'a [u8])], bool);
+        let cases: &[Case] = &[
+            (
+                b"PBES",
+                &[(b'1', b""), (b'2', b""), (b'C', b"x\0"), (b'Z', b"I")],
+                true,
+            ),
             // Flush without Sync: results arrive but the exchange is still open.
             (b"PBEH", &[(b'1', b""), (b'2', b""), (b'C', b"x\0")], false),
             // Two pipelined Syncs: idle only after the second ReadyForQuery.
@@ -264,7 +273,9 @@ mod tests {
         t.client_sent(b'Q');
         let mut seen = Vec::new();
         let bytes = [msg(b'S', b"TimeZone\0UTC\0"), msg(b'Z', b"I")].concat();
-        let r = t.server_bytes(&bytes, true, |k, v| seen.push((k.to_string(), v.to_string())));
+        let r = t.server_bytes(&bytes, true, |k, v| {
+            seen.push((k.to_string(), v.to_string()))
+        });
         assert!(r.is_ok());
         assert_eq!(seen, vec![("TimeZone".to_string(), "UTC".to_string())]);
         // A ReadyForQuery nobody asked for marks the connection unusable.

@@ -57,7 +57,11 @@ impl Config {
             let key = e.path().to_string();
             ConfigError::Parse {
                 path: origin.into(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message: e.into_inner().message().trim().to_string(),
             }
         })?;
@@ -73,7 +77,9 @@ impl Config {
         if s.max_client_conn == 0 {
             return Err(invalid("server.max_client_conn", "must be at least 1"));
         }
-        if s.max_message_size < 1024 || s.max_message_size > crate::protocol::framing::PG_MAX_MESSAGE_LEN {
+        if s.max_message_size < 1024
+            || s.max_message_size > crate::protocol::framing::PG_MAX_MESSAGE_LEN
+        {
             return Err(invalid(
                 "server.max_message_size",
                 format!(
@@ -104,7 +110,10 @@ impl Config {
                 return Err(invalid(key("name"), "must not be empty"));
             }
             if self.users[..i].iter().any(|o| o.name == u.name) {
-                return Err(invalid(key("name"), format!("user {:?} is listed twice", u.name)));
+                return Err(invalid(
+                    key("name"),
+                    format!("user {:?} is listed twice", u.name),
+                ));
             }
             match (&u.auth, &u.password) {
                 (AuthMethod::Trust, _) => {}
@@ -114,7 +123,7 @@ impl Config {
                         "required unless auth = \"trust\"",
                     ))
                 }
-                (AuthMethod::ScramSha256, Some(p)) if p.starts_with("md5") && p.len() == 35 => {
+                (AuthMethod::ScramSha256, Some(p)) if crate::auth::md5::is_stored_hash(p) => {
                     return Err(invalid(
                         key("password"),
                         "an md5 hash cannot verify SCRAM-SHA-256 logins: give the plaintext or a SCRAM verifier, or set auth = \"md5\"",
@@ -143,7 +152,10 @@ impl Config {
                 ));
             }
             if r.weight == 0 {
-                return Err(invalid(format!("replicas[{i}].weight"), "must be at least 1"));
+                return Err(invalid(
+                    format!("replicas[{i}].weight"),
+                    "must be at least 1",
+                ));
             }
         }
         Ok(())
@@ -177,8 +189,12 @@ impl Config {
 }
 
 fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| invalid(key, format!("{text:?} is not an address like \"127.0.0.1:6432\"")))
+    text.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{text:?} is not an address like \"127.0.0.1:6432\""),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -24,20 +24,35 @@ fn minimal_config_gets_defaults() {
 #[test]
 fn unknown_key_is_named_with_its_path() {
     let text = format!("{MINIMAL}\n[pool]\npool_sise = 3\n");
-    let err = Config::parse(&text, "t").err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Config::parse(&text, "t")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("pool.pool_sise"), "{err}");
     let text = MINIMAL.replace("name = \"app\"", "name = \"app\"\npasword = \"x\"");
-    let err = Config::parse(&text, "t").err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Config::parse(&text, "t")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("users[0].pasword"), "{err}");
 }
 
 #[test]
 fn bad_duration_and_address_are_named() {
     let text = format!("[server]\nquery_wait_timeout = \"5\"\n{MINIMAL}");
-    let err = Config::parse(&text, "t").err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("server.query_wait_timeout") && err.contains("no unit"), "{err}");
+    let err = Config::parse(&text, "t")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("server.query_wait_timeout") && err.contains("no unit"),
+        "{err}"
+    );
     let text = format!("[server]\nlisten = \"nowhere\"\n{MINIMAL}");
-    let err = Config::parse(&text, "t").err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Config::parse(&text, "t")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("server.listen"), "{err}");
 }
 
@@ -46,10 +61,16 @@ fn cross_field_rules() {
     let no_users = "[primary]\nport = 5432\n";
     assert!(Config::parse(no_users, "t").is_err());
     let dup = format!("{MINIMAL}\n[[users]]\nname = \"app\"\npassword = \"x\"\n");
-    let err = Config::parse(&dup, "t").err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Config::parse(&dup, "t")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("users[1].name"), "{err}");
     let nopw = "[[users]]\nname = \"a\"\n[primary]\n";
-    let err = Config::parse(nopw, "t").err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Config::parse(nopw, "t")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("users[0].password"), "{err}");
     let trust = "[[users]]\nname = \"a\"\nauth = \"trust\"\n[primary]\n";
     assert!(Config::parse(trust, "t").is_ok());

@@ -50,7 +50,9 @@ pub fn free_port() -> Result<u16, ClusterError> {
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Finds the directory holding initdb, pg_ctl, postgres, pg_basebackup.
@@ -100,7 +102,12 @@ impl PgCluster {
             run_as,
         };
         if cluster.run_as.is_some() {
-            cluster.run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&cluster.dir), false)?;
+            cluster.run(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&cluster.dir),
+                false,
+            )?;
         }
         cluster.spawn_watchdog();
         cluster.init_primary()?;
@@ -142,10 +149,15 @@ impl PgCluster {
     fn init_primary(&self) -> Result<(), ClusterError> {
         let d = &self.primary.datadir;
         self.run(
-            self.tool("initdb")
-                .arg("-D")
-                .arg(d)
-                .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]),
+            self.tool("initdb").arg("-D").arg(d).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]),
             true,
         )?;
         std::fs::write(
@@ -217,7 +229,11 @@ impl PgCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let n: usize = self
-                .psql(self.primary.port, "postgres", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?
+                .psql(
+                    self.primary.port,
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                )?
                 .trim()
                 .parse()
                 .unwrap_or(0);
@@ -238,7 +254,19 @@ impl PgCluster {
     pub fn psql(&self, port: u16, db: &str, sql: &str) -> Result<String, ClusterError> {
         self.run(
             Command::new(self.bindir.join("psql"))
-                .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+                .args([
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-p",
+                ])
                 .arg(port.to_string())
                 .args(["-d", db, "-c", sql]),
             true,
@@ -270,7 +298,10 @@ impl PgCluster {
             let q = format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'");
             while self.psql(r.port, "postgres", &q)?.trim() != "1" {
                 if Instant::now() > deadline {
-                    return Err(ClusterError::Setup(format!("replica {} never saw database {name}", r.name)));
+                    return Err(ClusterError::Setup(format!(
+                        "replica {} never saw database {name}",
+                        r.name
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -280,10 +311,12 @@ impl PgCluster {
 
     fn stop_node(&self, node: &PgNode) {
         let _ = self.run(
-            self.tool("pg_ctl")
-                .arg("-D")
-                .arg(&node.datadir)
-                .args(["-m", "immediate", "-w", "stop"]),
+            self.tool("pg_ctl").arg("-D").arg(&node.datadir).args([
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]),
             true,
         );
     }

@@ -64,7 +64,10 @@ pub async fn run(replicas: usize) -> Result<(), DemoError> {
     for r in &cluster.replicas {
         println!("{:<9} 127.0.0.1:{} (streaming replica)", r.name, r.port);
     }
-    println!("pgrouter  {}   health: http://{}/health/ready", router.addr, router.http_addr);
+    println!(
+        "pgrouter  {}   health: http://{}/health/ready",
+        router.addr, router.http_addr
+    );
     println!("config    {}", toml_path.display());
     println!();
     println!("Connect with:");

@@ -90,13 +90,21 @@ impl CancelRegistry {
     /// keys and idle clients are ignored, as PostgreSQL does.
     pub async fn cancel(&self, pid: i32, secret: i32, timeout: Duration) -> bool {
         let key = {
-            let Ok(slots) = self.slots.lock() else { return false };
-            let Some(slot) = slots.get(&(pid, secret)) else { return false };
-            let Ok(current) = slot.current.lock() else { return false };
+            let Ok(slots) = self.slots.lock() else {
+                return false;
+            };
+            let Some(slot) = slots.get(&(pid, secret)) else {
+                return false;
+            };
+            let Ok(current) = slot.current.lock() else {
+                return false;
+            };
             current.clone()
         };
         match key {
-            Some(k) => send_cancel(&k.target, k.pid, k.secret, timeout).await.is_ok(),
+            Some(k) => send_cancel(&k.target, k.pid, k.secret, timeout)
+                .await
+                .is_ok(),
             None => false,
         }
     }

@@ -25,11 +25,15 @@ impl ClientError {
     pub fn response(&self) -> Option<(&str, String)> {
         match self {
             ClientError::Gone(_) => None,
-            ClientError::Protocol(e) => Some((sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {e}"))),
+            ClientError::Protocol(e) => {
+                Some((sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {e}")))
+            }
             ClientError::AuthFailed { .. } => Some((sqlstate::INVALID_PASSWORD, self.to_string())),
             ClientError::Refused(m) => Some((sqlstate::INVALID_AUTHORIZATION, m.clone())),
             ClientError::Fatal { code, message } => Some((code.as_str(), message.clone())),
-            ClientError::LoginTimeout(_) => Some((sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {self}"))),
+            ClientError::LoginTimeout(_) => {
+                Some((sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {self}")))
+            }
         }
     }
 

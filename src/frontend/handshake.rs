@@ -36,7 +36,11 @@ pub enum Outcome {
 
 /// Runs the whole login. `over_limit` means max_client_conn is reached: the
 /// client is told so (53300) once its startup packet is read.
-pub async fn login(client: &mut ClientStream, shared: &Shared, over_limit: bool) -> Result<Outcome, ClientError> {
+pub async fn login(
+    client: &mut ClientStream,
+    shared: &Shared,
+    over_limit: bool,
+) -> Result<Outcome, ClientError> {
     let startup = loop {
         let packet = client.read_startup().await?;
         match parse::startup_packet(&packet)? {
@@ -73,15 +77,24 @@ pub async fn login(client: &mut ClientStream, shared: &Shared, over_limit: bool)
     let user_name = startup
         .get("user")
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| ClientError::Refused("no PostgreSQL user name specified in startup packet".into()))?
+        .ok_or_else(|| {
+            ClientError::Refused("no PostgreSQL user name specified in startup packet".into())
+        })?
         .to_string();
-    if startup.get("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+    if startup
+        .get("replication")
+        .is_some_and(|v| v != "false" && v != "0" && v != "off")
+    {
         return Err(ClientError::fatal(
             sqlstate::FEATURE_NOT_SUPPORTED,
             "pgrouter: replication connections are not supported; connect to the server directly",
         ));
     }
-    let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user_name).to_string();
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user_name)
+        .to_string();
     let requested = params::from_startup(&startup.params)?;
 
     let mut out = BytesMut::new();
@@ -164,7 +177,9 @@ async fn authenticate(
     match method {
         AuthMethod::Trust => Ok(()),
         AuthMethod::Md5 => {
-            let secret = user.and_then(|u| u.cfg.password.as_deref()).ok_or_else(failed)?;
+            let secret = user
+                .and_then(|u| u.cfg.password.as_deref())
+                .ok_or_else(failed)?;
             let salt: [u8; 4] = rand::random();
             messages::auth_md5(out, salt);
             client.write_all(out).await?;
@@ -194,12 +209,16 @@ async fn authenticate(
                     "client selected an invalid SASL authentication mechanism",
                 ));
             }
-            let first = scram.client_first(data).map_err(|e| scram_error(e, user_name))?;
+            let first = scram
+                .client_first(data)
+                .map_err(|e| scram_error(e, user_name))?;
             messages::auth_sasl_continue(out, first.as_bytes());
             client.write_all(out).await?;
             out.clear();
             let msg = expect_password_message(client).await?;
-            let last = scram.client_final(&msg[5..]).map_err(|e| scram_error(e, user_name))?;
+            let last = scram
+                .client_final(&msg[5..])
+                .map_err(|e| scram_error(e, user_name))?;
             messages::auth_sasl_final(out, last.as_bytes());
             Ok(())
         }
@@ -208,8 +227,12 @@ async fn authenticate(
 
 fn scram_error(e: AuthError, user: &str) -> ClientError {
     match e {
-        AuthError::Failed => ClientError::AuthFailed { user: user.to_string() },
-        AuthError::Malformed(m) => ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {m}")),
+        AuthError::Failed => ClientError::AuthFailed {
+            user: user.to_string(),
+        },
+        AuthError::Malformed(m) => {
+            ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {m}"))
+        }
     }
 }
 
@@ -218,7 +241,10 @@ async fn expect_password_message(client: &mut ClientStream) -> Result<BytesMut, 
     if msg[0] != b'p' {
         return Err(ClientError::fatal(
             sqlstate::PROTOCOL_VIOLATION,
-            format!("pgrouter: expected a password response, got message type {:?}", msg[0] as char),
+            format!(
+                "pgrouter: expected a password response, got message type {:?}",
+                msg[0] as char
+            ),
         ));
     }
     Ok(msg)

@@ -61,7 +61,11 @@ async fn handle(
     let mut client = ClientStream::new(stream, shared.config.server.max_message_size);
     let peer = client.peer();
     let login_timeout = shared.config.server.client_login_timeout.get();
-    let outcome = tokio::time::timeout(login_timeout, handshake::login(&mut client, &shared, permit.is_none())).await;
+    let outcome = tokio::time::timeout(
+        login_timeout,
+        handshake::login(&mut client, &shared, permit.is_none()),
+    )
+    .await;
     let outcome = match outcome {
         Ok(r) => r,
         Err(_) => Err(super::ClientError::LoginTimeout(login_timeout.as_millis())),
@@ -78,7 +82,9 @@ async fn handle(
         }
         Err(e) => {
             match &e {
-                super::ClientError::Gone(_) => debug!(client = id, ?peer, "client left during login"),
+                super::ClientError::Gone(_) => {
+                    debug!(client = id, ?peer, "client left during login")
+                }
                 _ => info!(client = id, ?peer, error = %e, "login failed"),
             }
             if let Some((code, message)) = e.response() {

@@ -97,7 +97,8 @@ mod tests {
 
     #[test]
     fn options_forms() {
-        let got = parse_options("-c search_path=a,b --statement-timeout=5s -cDateStyle=ISO\\ ,\\ MDY");
+        let got =
+            parse_options("-c search_path=a,b --statement-timeout=5s -cDateStyle=ISO\\ ,\\ MDY");
         assert_eq!(
             got,
             Ok(vec![

@@ -41,7 +41,11 @@ pub struct Session<'a> {
 }
 
 /// Serves a logged-in client until it leaves, then cleans up.
-pub async fn run(shared: &Shared, client: ClientStream, login: LoggedIn) -> Result<(), ClientError> {
+pub async fn run(
+    shared: &Shared,
+    client: ClientStream,
+    login: LoggedIn,
+) -> Result<(), ClientError> {
     let mut s = Session {
         shared,
         client,
@@ -170,7 +174,10 @@ impl Session<'_> {
 
     /// Brings the server session's parameters in line with the client's and
     /// records where its queries run (for cancel).
-    async fn attach(&mut self, mut server: PooledConn) -> Result<Result<(), BackendError>, ClientError> {
+    async fn attach(
+        &mut self,
+        mut server: PooledConn,
+    ) -> Result<Result<(), BackendError>, ClientError> {
         let sql = param_sync_sql(&self.login.desired, &server);
         if !sql.is_empty() {
             let set_names: Vec<String> = self
@@ -219,7 +226,10 @@ impl Session<'_> {
                 }
             }
         }
-        self.login.key.slot.attach(&server.target, server.pid, server.secret);
+        self.login
+            .key
+            .slot
+            .attach(&server.target, server.pid, server.secret);
         self.server = Some(server);
         Ok(Ok(()))
     }
@@ -307,10 +317,18 @@ impl Session<'_> {
     /// Gives back or cleans the server connection when the session ends.
     async fn release_on_exit(&mut self) {
         self.login.key.slot.detach();
-        let Some(mut server) = self.server.take() else { return };
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
         let timeout = self.shared.config.server.server_reset_timeout.get();
         if self.mode == PoolMode::Session && server.is_reusable() {
-            let q = self.shared.config.server.server_reset_query.trim().to_string();
+            let q = self
+                .shared
+                .config
+                .server
+                .server_reset_query
+                .trim()
+                .to_string();
             if !q.is_empty() && !matches!(server.run_internal(&q, timeout).await, Ok(None)) {
                 return; // dropped: closed
             }

@@ -40,7 +40,10 @@ impl ClientStream {
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).await.map_err(ClientError::Gone)
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(ClientError::Gone)
     }
 
     /// Length of the complete message at the front of the buffer, if any.

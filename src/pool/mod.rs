@@ -12,8 +12,8 @@ mod registry;
 
 pub use registry::Pools;
 
-use crate::backend::connect::{connect, Login};
 use crate::backend::conn::Params;
+use crate::backend::connect::{connect, Login};
 use crate::backend::{BackendError, ServerConn, Target};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,19 +121,21 @@ impl Pool {
         let started = Instant::now();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Err(PoolError::Timeout {
-                        waited_ms: started.elapsed().as_millis(),
-                        target: self.target.to_string(),
-                        size: self.settings.size,
-                        user: self.login.user.clone(),
-                        database: self.login.database.clone(),
-                    });
+            Err(_) => {
+                match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Err(PoolError::Timeout {
+                            waited_ms: started.elapsed().as_millis(),
+                            target: self.target.to_string(),
+                            size: self.settings.size,
+                            user: self.login.user.clone(),
+                            database: self.login.database.clone(),
+                        });
+                    }
                 }
-            },
+            }
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -189,7 +191,9 @@ impl Pool {
 
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`.
     pub fn reap(&self, now: Instant) -> usize {
-        let Ok(mut v) = self.idle.lock() else { return 0 };
+        let Ok(mut v) = self.idle.lock() else {
+            return 0;
+        };
         let before = v.len();
         let s = &self.settings;
         v.retain(|c| {

@@ -125,6 +125,9 @@ mod tests {
         let mut b = BytesMut::from(&b"\0\x01\0\0"[..]);
         assert!(split_startup(&mut b).is_err());
         let mut b = BytesMut::from(&b"\0\0\0\x08\x04\xd2\x16\x2f"[..]);
-        assert_eq!(split_startup(&mut b).ok().flatten().map(|p| p.to_vec()), Some(vec![4, 0xd2, 0x16, 0x2f]));
+        assert_eq!(
+            split_startup(&mut b).ok().flatten().map(|p| p.to_vec()),
+            Some(vec![4, 0xd2, 0x16, 0x2f])
+        );
     }
 }

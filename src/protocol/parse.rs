@@ -116,7 +116,10 @@ pub fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError
     let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
     let data = &rest[4..];
     if len < 0 || len as usize != data.len() {
-        return Err(malformed("SASLInitialResponse", "data length does not match"));
+        return Err(malformed(
+            "SASLInitialResponse",
+            "data length does not match",
+        ));
     }
     Ok((mechanism, data))
 }
@@ -181,7 +184,8 @@ mod tests {
     #[test]
     fn parses_startup() {
         let b = startup_body(0, &[("user", "app"), ("database", "db")]);
-        let StartupPacket::Startup(s) = startup_packet(&b).unwrap_or(StartupPacket::SslRequest) else {
+        let StartupPacket::Startup(s) = startup_packet(&b).unwrap_or(StartupPacket::SslRequest)
+        else {
             panic!("not a startup");
         };
         assert_eq!(s.get("user"), Some("app"));
@@ -199,7 +203,10 @@ mod tests {
         assert!(startup_packet(&b).is_err());
         let mut b = (PROTOCOL_3_0).to_be_bytes().to_vec();
         b.extend_from_slice(b"user\0\xff\xfe\0\0");
-        assert!(matches!(startup_packet(&b), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(
+            startup_packet(&b),
+            Err(ProtocolError::Malformed { .. })
+        ));
         let many: Vec<(String, String)> = (0..100).map(|i| (format!("k{i}"), "v".into())).collect();
         let pairs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert!(startup_packet(&startup_body(0, &pairs)).is_err());
@@ -207,11 +214,17 @@ mod tests {
 
     #[test]
     fn parses_special_requests() {
-        assert_eq!(startup_packet(&SSL_REQUEST_CODE.to_be_bytes()), Ok(StartupPacket::SslRequest));
+        assert_eq!(
+            startup_packet(&SSL_REQUEST_CODE.to_be_bytes()),
+            Ok(StartupPacket::SslRequest)
+        );
         let mut c = CANCEL_REQUEST_CODE.to_be_bytes().to_vec();
         c.extend_from_slice(&7i32.to_be_bytes());
         c.extend_from_slice(&(-9i32).to_be_bytes());
-        assert_eq!(startup_packet(&c), Ok(StartupPacket::Cancel { pid: 7, secret: -9 }));
+        assert_eq!(
+            startup_packet(&c),
+            Ok(StartupPacket::Cancel { pid: 7, secret: -9 })
+        );
     }
 
     #[test]
@@ -219,7 +232,10 @@ mod tests {
         let mut b = b"SCRAM-SHA-256\0".to_vec();
         b.extend_from_slice(&3i32.to_be_bytes());
         b.extend_from_slice(b"abc");
-        assert_eq!(sasl_initial_response(&b), Ok(("SCRAM-SHA-256", &b"abc"[..])));
+        assert_eq!(
+            sasl_initial_response(&b),
+            Ok(("SCRAM-SHA-256", &b"abc"[..]))
+        );
         b.push(b'x');
         assert!(sasl_initial_response(&b).is_err());
     }

@@ -156,10 +156,14 @@ mod tests {
         let whole = {
             let mut sc = Scanner::new(1 << 20);
             let mut got = Vec::new();
-            let r = sc.feed(&s, |t| t == b'C' || t == b'Z', |t, b, end| {
-                got.push((t, b.to_vec(), end));
-                true
-            });
+            let r = sc.feed(
+                &s,
+                |t| t == b'C' || t == b'Z',
+                |t, b, end| {
+                    got.push((t, b.to_vec(), end));
+                    true
+                },
+            );
             assert_eq!(r, Ok(s.len()));
             got
         };
@@ -170,10 +174,14 @@ mod tests {
             let mut got = Vec::new();
             let mut base = 0;
             for chunk in s.chunks(size) {
-                let r = sc.feed(chunk, |t| t == b'C' || t == b'Z', |t, b, end| {
-                    got.push((t, b.to_vec(), base + end));
-                    true
-                });
+                let r = sc.feed(
+                    chunk,
+                    |t| t == b'C' || t == b'Z',
+                    |t, b, end| {
+                        got.push((t, b.to_vec(), base + end));
+                        true
+                    },
+                );
                 assert_eq!(r, Ok(chunk.len()));
                 base += chunk.len();
             }

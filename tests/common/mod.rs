@@ -25,8 +25,10 @@ static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
 pub fn cluster() -> &'static PgCluster {
     CLUSTER.get_or_init(|| {
         let c = PgCluster::start(2).unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
-        c.create_user(USER, PASSWORD).unwrap_or_else(|e| panic!("{e}"));
-        c.create_user(RAW_USER, RAW_PASSWORD).unwrap_or_else(|e| panic!("{e}"));
+        c.create_user(USER, PASSWORD)
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.create_user(RAW_USER, RAW_PASSWORD)
+            .unwrap_or_else(|e| panic!("{e}"));
         c
     })
 }
@@ -38,7 +40,11 @@ pub fn database(test: &str) -> String {
         .create_database(&name, USER)
         .unwrap_or_else(|e| panic!("{e}"));
     cluster()
-        .psql(cluster().primary.port, &name, &format!("GRANT ALL ON SCHEMA public TO {RAW_USER}"))
+        .psql(
+            cluster().primary.port,
+            &name,
+            &format!("GRANT ALL ON SCHEMA public TO {RAW_USER}"),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     name
 }
@@ -107,11 +113,18 @@ pub async fn router(f: impl FnOnce(&mut Config)) -> TestRouter {
             if let Some(shared) = shared {
                 shared.shutdown.wait().await;
                 let all = shared.config.server.max_client_conn as u32;
-                let _ = tokio::time::timeout(Duration::from_secs(10), shared.client_slots.acquire_many(all)).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    shared.client_slots.acquire_many(all),
+                )
+                .await;
             }
         });
     });
-    let r = rx.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    let r = rx
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
     TestRouter(r)
 }
 
@@ -125,10 +138,15 @@ pub fn url(router: &Router, db: &str) -> String {
 
 /// Connects with tokio-postgres through the router and drives the connection.
 pub async fn connect(router: &Router, db: &str) -> tokio_postgres::Client {
-    try_connect(router, db).await.unwrap_or_else(|e| panic!("connect: {e}"))
+    try_connect(router, db)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
 }
 
-pub async fn try_connect(router: &Router, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn try_connect(
+    router: &Router,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     connect_url(&url(router, db)).await
 }
 

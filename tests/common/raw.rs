@@ -62,7 +62,8 @@ impl RawClient {
     /// Connects and logs in as a trust user; returns once ReadyForQuery arrives.
     pub async fn login(port: u16, user: &str, db: &str) -> RawClient {
         let mut c = Self::connect(port).await;
-        c.send(&startup_packet(0, &[("user", user), ("database", db)])).await;
+        c.send(&startup_packet(0, &[("user", user), ("database", db)]))
+            .await;
         c.until_ready().await;
         c
     }
@@ -77,7 +78,8 @@ impl RawClient {
     /// Next message, or None on EOF / 10 s of silence.
     pub async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut hdr = [0u8; 5];
-        let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read_exact(&mut hdr)).await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_exact(&mut hdr)).await;
         if !matches!(read, Ok(Ok(_))) {
             return None;
         }
@@ -97,7 +99,10 @@ impl RawClient {
                 return got;
             }
         }
-        panic!("connection ended before ReadyForQuery; got {:?}", got.iter().map(|m| m.0 as char).collect::<String>());
+        panic!(
+            "connection ended before ReadyForQuery; got {:?}",
+            got.iter().map(|m| m.0 as char).collect::<String>()
+        );
     }
 
     /// True once the peer has closed (EOF) within 5 s.
