@@ -26,6 +26,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A configured user, with what login and server connections need precomputed.
@@ -167,7 +169,16 @@ impl Router {
             source,
         })?;
         let shared = Arc::new(Shared::new(config));
-        tokio::spawn(crate::frontend::listener::serve(listener, shared.clone()));
+        let workers = crate::frontend::workers::Workers::start(
+            shared.config.server.worker_threads,
+            shared.clone(),
+        )
+        .map_err(AppError::Workers)?;
+        tokio::spawn(crate::frontend::listener::serve(
+            listener,
+            shared.clone(),
+            workers,
+        ));
         tokio::spawn(crate::http::serve(http, shared.clone()));
         tokio::spawn(reaper(shared.clone()));
         info!(%addr, %http_addr, mode = ?shared.config.server.pool_mode, "pgrouter listening");
@@ -182,6 +193,7 @@ impl Router {
     /// transaction finish it first.
     pub fn shutdown(&self) {
         self.shared.shutdown.trigger();
+        self.shared.cancels.shutdown_all();
     }
 
     /// Waits until every client has left, up to `timeout`. Returns whether all did.
@@ -210,10 +222,11 @@ fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, AppError> {
 
 /// Closes expired idle server connections once a second.
 async fn reaper(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let period = Duration::from_secs(1);
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
-            _ = tick.tick() => { shared.pools.reap(Instant::now()); }
+            _ = tick.tick() => { shared.pools.reap(Instant::now(), period); }
             _ = shared.shutdown.wait() => return,
         }
     }

@@ -98,7 +98,9 @@ fn main() -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // Sessions run on their own per-core workers (frontend::workers); this
+    // runtime only accepts connections, serves HTTP and runs the demo.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -41,6 +41,18 @@ impl Params {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+    /// An order-independent fingerprint of the names (case-folded) and
+    /// values; never 0, so 0 can mean "unknown".
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let fp = self.0.iter().fold(0u64, |acc, (k, v)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            k.to_ascii_lowercase().hash(&mut h);
+            v.hash(&mut h);
+            acc ^ h.finish()
+        });
+        fp | 1
+    }
 }
 
 pub struct ServerConn {
@@ -57,14 +69,17 @@ pub struct ServerConn {
     pub router_set: Vec<String>,
     pub tracker: ResponseTracker,
     pub created: Instant,
-    pub last_used: Instant,
+    /// Reaper ticks spent idle in the pool since last use.
+    pub idle_ticks: u32,
+    /// Fingerprint of the client parameters this session was last brought in
+    /// line with (0: unknown). Equal fingerprints skip the comparison.
+    pub synced_fp: u64,
     /// Set on any I/O or protocol failure: never reuse.
     pub broken: bool,
 }
 
 impl ServerConn {
     pub(crate) fn new(stream: TcpStream, target: Arc<Target>, max_message: usize) -> Self {
-        let now = Instant::now();
         Self {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -74,8 +89,9 @@ impl ServerConn {
             params: Params::default(),
             router_set: Vec::new(),
             tracker: ResponseTracker::new(max_message),
-            created: now,
-            last_used: now,
+            created: Instant::now(),
+            idle_ticks: 0,
+            synced_fp: 0,
             broken: false,
         }
     }

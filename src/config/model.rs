@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub server_reset_query: String,
     /// Largest protocol message accepted from a client, in bytes (PostgreSQL's own limit is 1 GiB).
     pub max_message_size: usize,
+    /// Threads that run client sessions (0: one per core).
+    pub worker_threads: usize,
     pub log_level: String,
 }
 
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             server_reset_timeout: HumanDuration::from_secs(5),
             server_reset_query: "DISCARD ALL".into(),
             max_message_size: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
+            worker_threads: 0,
             log_level: "info".into(),
         }
     }

@@ -1,6 +1,10 @@
 //! Cancel keys. The router gives each client its own BackendKeyData; while
 //! the client holds a server connection, its slot names that server session,
 //! so a CancelRequest with the router's key reaches the right server.
+//!
+//! The registry is also how shutdown reaches idle sessions: each slot holds a
+//! one-shot sender. (A single shared watch channel would make every idle
+//! session register with one shared lock on every transaction.)
 
 use crate::backend::connect::send_cancel;
 use crate::backend::Target;
@@ -8,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 #[derive(Clone)]
 struct ServerKey {
@@ -20,6 +25,8 @@ struct ServerKey {
 #[derive(Default)]
 pub struct CancelSlot {
     current: Mutex<Option<ServerKey>>,
+    /// Fires when the router shuts down.
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl CancelSlot {
@@ -59,6 +66,8 @@ pub struct CancelKey {
     pub pid: i32,
     pub secret: i32,
     pub slot: Arc<CancelSlot>,
+    /// Resolves when the router shuts down; `None` once it has fired.
+    pub shutdown: Option<oneshot::Receiver<()>>,
     registry: Arc<CancelRegistry>,
 }
 
@@ -74,7 +83,11 @@ impl CancelRegistry {
     pub fn register(self: &Arc<Self>) -> CancelKey {
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
         let secret: i32 = rand::random();
-        let slot = Arc::new(CancelSlot::default());
+        let (tx, rx) = oneshot::channel();
+        let slot = Arc::new(CancelSlot {
+            current: Mutex::new(None),
+            shutdown: Mutex::new(Some(tx)),
+        });
         if let Ok(mut s) = self.slots.lock() {
             s.insert((pid, secret), slot.clone());
         }
@@ -82,7 +95,18 @@ impl CancelRegistry {
             pid,
             secret,
             slot,
+            shutdown: Some(rx),
             registry: self.clone(),
+        }
+    }
+
+    /// Tells every session that the router is shutting down.
+    pub fn shutdown_all(&self) {
+        let Ok(slots) = self.slots.lock() else { return };
+        for slot in slots.values() {
+            if let Some(tx) = slot.shutdown.lock().ok().and_then(|mut s| s.take()) {
+                let _ = tx.send(());
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 use super::handshake::{self, Outcome};
 use super::session;
 use super::stream::ClientStream;
+use super::workers::{Job, Workers};
 use crate::app::Shared;
 use crate::protocol::messages::{self, Severity};
 use bytes::BytesMut;
@@ -14,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
-/// Accepts until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts until shutdown, handing clients to the session workers.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Workers) {
     let shutdown = shared.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -32,6 +33,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
         let permit = shared.client_slots.clone().try_acquire_owned().ok();
         let overflow = match permit {
             Some(_) => None,
@@ -43,15 +47,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            handle(stream, shared, permit, overflow).await;
+        workers.dispatch(Job {
+            stream,
+            permit,
+            overflow,
         });
     }
     info!("listener stopped accepting");
 }
 
-async fn handle(
+/// One client, from its first byte to its last.
+pub(crate) async fn handle(
     stream: TcpStream,
     shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,

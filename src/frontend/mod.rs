@@ -6,6 +6,7 @@
 //! - [`params`]: which session parameters a client asked for.
 //! - [`session`]: the per-client loop that lends server connections one
 //!   transaction (or one session) at a time.
+//! - [`workers`]: thread-per-core runtimes the sessions run on.
 //! - [`cancel`]: router-issued cancel keys mapped to the server running the query.
 //! - [`error`]: client-side errors and what the client is told.
 
@@ -16,5 +17,6 @@ pub mod listener;
 pub mod params;
 pub mod session;
 pub mod stream;
+pub mod workers;
 
 pub use error::ClientError;

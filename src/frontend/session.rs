@@ -21,7 +21,7 @@ use crate::pool::{PoolError, PooledConn};
 use crate::protocol::framing;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 /// How a relay ended.
 enum Relay {
@@ -38,6 +38,8 @@ pub struct Session<'a> {
     mode: PoolMode,
     server: Option<PooledConn>,
     out: BytesMut,
+    /// Fingerprint of `login.desired`.
+    desired_fp: u64,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up.
@@ -46,6 +48,7 @@ pub async fn run(
     client: ClientStream,
     login: LoggedIn,
 ) -> Result<(), ClientError> {
+    let desired_fp = login.desired.fingerprint();
     let mut s = Session {
         shared,
         client,
@@ -53,6 +56,7 @@ pub async fn run(
         mode: shared.config.server.pool_mode,
         server: None,
         out: BytesMut::new(),
+        desired_fp,
     };
     let result = s.serve().await;
     if let Err(e) = &result {
@@ -69,16 +73,25 @@ pub async fn run(
 
 impl Session<'_> {
     async fn serve(&mut self) -> Result<(), ClientError> {
-        let shutdown = self.shared.shutdown.clone();
         loop {
             // Detached: wait for a whole message (or shutdown).
-            tokio::select! {
-                r = self.client.fill_message() => { r?; }
-                _ = shutdown.wait() => {
-                    return Err(ClientError::fatal(
-                        sqlstate::ADMIN_SHUTDOWN,
-                        "pgrouter: terminating connection because the router is shutting down",
-                    ));
+            if self.shared.shutdown.is_triggered() {
+                return Err(shutting_down());
+            }
+            let Session { client, login, .. } = self;
+            if client.complete_len()?.is_none() {
+                match login.key.shutdown.as_mut() {
+                    Some(rx) => tokio::select! {
+                        biased;
+                        r = client.fill_message() => { r?; }
+                        _ = rx => {
+                            login.key.shutdown = None;
+                            return Err(shutting_down());
+                        }
+                    },
+                    None => {
+                        client.fill_message().await?;
+                    }
                 }
             }
             match self.client.buf[0] {
@@ -114,12 +127,6 @@ impl Session<'_> {
                 Relay::Idle => self.detach(),
                 Relay::Terminated => return Ok(()),
             }
-            if self.shared.shutdown.is_triggered() {
-                return Err(ClientError::fatal(
-                    sqlstate::ADMIN_SHUTDOWN,
-                    "pgrouter: terminating connection because the router is shutting down",
-                ));
-            }
         }
     }
 
@@ -139,6 +146,9 @@ impl Session<'_> {
 
     /// Waits for a server connection; notices a client that leaves meanwhile.
     async fn acquire(&mut self) -> Result<Result<PooledConn, PoolError>, ClientError> {
+        if let Some(conn) = self.login.pool.try_acquire_idle() {
+            return Ok(Ok(conn));
+        }
         let pool = self.login.pool.clone();
         let wait = self.shared.config.server.query_wait_timeout.get();
         let fut = pool.acquire(wait);
@@ -178,7 +188,26 @@ impl Session<'_> {
         &mut self,
         mut server: PooledConn,
     ) -> Result<Result<(), BackendError>, ClientError> {
-        let sql = param_sync_sql(&self.login.desired, &server);
+        if server.synced_fp != self.desired_fp {
+            if let Err(e) = self.sync_params(&mut server).await? {
+                return Ok(Err(e));
+            }
+        }
+        self.login
+            .key
+            .slot
+            .attach(&server.target, server.pid, server.secret);
+        self.server = Some(server);
+        Ok(Ok(()))
+    }
+
+    /// Sends the SET/RESET batch that makes the server session match the
+    /// client's parameters (only what differs), then records the match.
+    async fn sync_params(
+        &mut self,
+        server: &mut PooledConn,
+    ) -> Result<Result<(), BackendError>, ClientError> {
+        let sql = param_sync_sql(&self.login.desired, server);
         if !sql.is_empty() {
             let set_names: Vec<String> = self
                 .login
@@ -226,11 +255,8 @@ impl Session<'_> {
                 }
             }
         }
-        self.login
-            .key
-            .slot
-            .attach(&server.target, server.pid, server.secret);
-        self.server = Some(server);
+        self.desired_fp = self.login.desired.fingerprint();
+        server.synced_fp = self.desired_fp;
         Ok(Ok(()))
     }
 
@@ -249,6 +275,7 @@ impl Session<'_> {
             client,
             server,
             login,
+            desired_fp,
             ..
         } = self;
         let Some(server) = server.as_mut() else {
@@ -268,8 +295,11 @@ impl Session<'_> {
                 off += n;
             }
             if off > 0 {
-                let bytes = client.buf.split_to(off);
-                server.write_all(&bytes).await.map_err(server_lost)?;
+                server
+                    .write_all(&client.buf[..off])
+                    .await
+                    .map_err(server_lost)?;
+                client.buf.advance(off);
             }
             if terminated {
                 return Ok(Relay::Terminated);
@@ -281,17 +311,25 @@ impl Session<'_> {
                     let conn = &mut **server;
                     let (tracker, buf, sparams) = (&mut conn.tracker, &conn.buf, &mut conn.params);
                     let desired = &mut login.desired;
+                    let mut desired_changed = false;
                     let fed = tracker
                         .server_bytes(buf, stop_when_idle, |k, v| {
                             sparams.set(k, v);
                             if params::is_client_settable(k) {
+                                // The client changed it (SET): remember it for
+                                // the server sessions it meets next.
                                 desired.set(k, v);
+                                desired_changed = true;
                             }
                         })
                         .map_err(|e| {
                             conn.broken = true;
                             server_lost(BackendError::protocol(&conn.target, e))
                         })?;
+                    if desired_changed {
+                        *desired_fp = desired.fingerprint();
+                        conn.synced_fp = *desired_fp;
+                    }
                     match fed.idle_at {
                         Some(end) => {
                             client.write_all(&conn.buf[..end]).await?;
@@ -339,6 +377,13 @@ impl Session<'_> {
             server.release();
         }
     }
+}
+
+fn shutting_down() -> ClientError {
+    ClientError::fatal(
+        sqlstate::ADMIN_SHUTDOWN,
+        "pgrouter: terminating connection because the router is shutting down",
+    )
 }
 
 /// The SET/RESET batch that makes `server`'s session match `desired`.

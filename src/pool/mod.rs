@@ -118,10 +118,10 @@ impl Pool {
     /// Checks out a server connection, waiting up to `wait` for capacity.
     /// Cancel-safe: a cancelled wait leaves the queue.
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<PooledConn, PoolError> {
-        let started = Instant::now();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                let started = Instant::now();
                 match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
                     Ok(Ok(p)) => p,
                     _ => {
@@ -137,16 +137,35 @@ impl Pool {
                 }
             }
         };
+        match self.checkout_idle(permit) {
+            Ok(conn) => Ok(conn),
+            Err(permit) => {
+                let conn = self.open().await?;
+                Ok(PooledConn::new(conn, permit, self.clone()))
+            }
+        }
+    }
+
+    /// The fast path: a free permit and a warm idle connection, without
+    /// awaiting anything. `None` means take the slow path ([`Pool::acquire`]).
+    pub fn try_acquire_idle(self: &Arc<Self>) -> Option<PooledConn> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        self.checkout_idle(permit).ok()
+    }
+
+    fn checkout_idle(
+        self: &Arc<Self>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<PooledConn, OwnedSemaphorePermit> {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
+        // Expiry is the reaper's job (once a second), so no clock is read here.
         while let Some(mut conn) = self.pop_idle() {
-            if now.duration_since(conn.created) < self.settings.lifetime && conn.looks_alive() {
+            if conn.looks_alive() {
                 return Ok(PooledConn::new(conn, permit, self.clone()));
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
-        let conn = self.open().await?;
-        Ok(PooledConn::new(conn, permit, self.clone()))
+        Err(permit)
     }
 
     fn pop_idle(&self) -> Option<ServerConn> {
@@ -183,22 +202,24 @@ impl Pool {
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        conn.last_used = Instant::now();
+        conn.idle_ticks = 0;
         if let Ok(mut v) = self.idle.lock() {
             v.push(conn);
         }
     }
 
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`.
-    pub fn reap(&self, now: Instant) -> usize {
+    /// Called once per `tick`: each call ages every idle connection by one
+    /// tick, so the hot path never reads the clock to track idleness.
+    pub fn reap(&self, now: Instant, tick: Duration) -> usize {
         let Ok(mut v) = self.idle.lock() else {
             return 0;
         };
         let before = v.len();
         let s = &self.settings;
-        v.retain(|c| {
-            now.duration_since(c.last_used) < s.idle_timeout
-                && now.duration_since(c.created) < s.lifetime
+        v.retain_mut(|c| {
+            c.idle_ticks = c.idle_ticks.saturating_add(1);
+            tick * c.idle_ticks < s.idle_timeout && now.duration_since(c.created) < s.lifetime
         });
         let closed = before - v.len();
         self.stats

@@ -58,7 +58,7 @@ impl Pools {
             .unwrap_or_default()
     }
 
-    pub fn reap(&self, now: Instant) -> usize {
-        self.all().iter().map(|p| p.reap(now)).sum()
+    pub fn reap(&self, now: Instant, tick: std::time::Duration) -> usize {
+        self.all().iter().map(|p| p.reap(now, tick)).sum()
     }
 }
