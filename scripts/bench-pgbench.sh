@@ -16,6 +16,9 @@ POOL_SIZE=${POOL_SIZE:-20}
 CLIENTS=${CLIENTS:-"1 10 100"}
 MODES=${MODES:-"simple extended"}
 SCALE=${SCALE:-10}
+# PgBouncer is single-threaded; by default pgrouter gets one session thread
+# too, so the comparison is per thread. ROUTER_WORKERS=0 means one per core.
+ROUTER_WORKERS=${ROUTER_WORKERS:-1}
 
 scripts/ensure-postgres.sh
 if ! command -v pgbouncer >/dev/null; then
@@ -55,6 +58,7 @@ cat > "$WORK/router.toml" <<TOML
 listen = "127.0.0.1:$ROUTER_PORT"
 http_listen = "127.0.0.1:$HTTP_PORT"
 log_level = "warn"
+worker_threads = $ROUTER_WORKERS
 [[users]]
 name = "app"
 password = "app"
@@ -108,7 +112,7 @@ run() { # name port pid mode clients
 mkdir -p bench-results
 OUT=bench-results/pgbench.md
 {
-  echo "pgbench -S, scale $SCALE, ${DURATION}s per run, -j 2, pool_size $POOL_SIZE, $(nproc) cores, $(date -u +%Y-%m-%d)"
+  echo "pgbench -S, scale $SCALE, ${DURATION}s per run, -j 2, pool_size $POOL_SIZE, pgrouter worker_threads $ROUTER_WORKERS, $(nproc) cores, $(date -u +%Y-%m-%d)"
   echo
   echo "| mode | clients | direct TPS | PgBouncer TPS | pgrouter TPS | PgBouncer CPU µs/txn | pgrouter CPU µs/txn | TPS ratio | CPU ratio |"
   echo "|---|---|---|---|---|---|---|---|---|"

@@ -116,26 +116,11 @@ fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> Exit
 async fn serve(config: Config) -> Result<(), String> {
     let timeout = config.server.shutdown_timeout.get();
     let router = Router::start(config).await.map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    pgrouter::shutdown::signalled().await;
     tracing::info!("shutting down: draining clients for up to {timeout:?}");
     router.shutdown();
     if !router.drain(timeout).await {
         tracing::warn!("shutdown_timeout reached with clients still connected; closing them");
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

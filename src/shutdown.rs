@@ -35,3 +35,19 @@ impl Shutdown {
         let _ = rx.wait_for(|v| *v).await;
     }
 }
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn signalled() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -35,6 +35,8 @@ async fn psql_runs_statements_errors_and_transactions() {
                 "",
                 "-c",
                 "SELECT current_user, inet_server_port()",
+                "-c",
+                "DO $$ BEGIN RAISE NOTICE 'hello from a notice'; END $$",
             ],
         )
     })
@@ -46,6 +48,22 @@ async fn psql_runs_statements_errors_and_transactions() {
     assert!(stderr.contains("division by zero"), "{stderr}");
     let port = cluster().primary.port.to_string();
     assert!(stdout.contains(&format!("app|{port}")), "{stdout}");
+    assert!(stderr.contains("NOTICE:  hello from a notice"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_query_and_lone_sync_are_answered() {
+    let db = database("empty");
+    let r = router(|_| {}).await;
+    let mut c = RawClient::login(r.addr.port(), RAW_USER, &db).await;
+    c.send(&raw::query("")).await;
+    let tags: String = c.until_ready().await.iter().map(|m| m.0 as char).collect();
+    assert_eq!(tags, "IZ", "EmptyQueryResponse then ReadyForQuery");
+    c.send(&raw::msg(b'S', b"")).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(msgs, vec![(b'Z', b"I".to_vec())]);
+    c.send(&raw::query("SELECT 'still fine'")).await;
+    assert!(c.until_ready().await.iter().any(|m| m.0 == b'D'));
 }
 
 fn pgbench_through_router(r: &TestRouter, db: &str, mode: &str) {
@@ -632,4 +650,37 @@ async fn unreachable_primary_gives_a_clear_error_not_a_hang() {
     assert_eq!(err.as_ref().map(|e| e.0.as_str()), Some("08006"));
     assert!(err.map(|e| e.1.contains("primary")).unwrap_or(false));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// The router logs into servers with md5, cleartext password and trust too
+/// (SCRAM is covered by every other test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_logins_with_md5_cleartext_and_trust() {
+    let db = database("serverauth");
+    let r = router(|c| {
+        for (name, pw) in [
+            ("md5user", Some("md5-secret")),
+            ("pwuser", Some("pw-secret")),
+            ("trustuser", None),
+        ] {
+            c.users.push(pgrouter::config::UserConfig {
+                name: name.into(),
+                password: None,
+                auth: pgrouter::config::AuthMethod::Trust,
+                server_user: None,
+                server_password: pw.map(str::to_string),
+            });
+        }
+    })
+    .await;
+    for user in ["md5user", "pwuser", "trustuser"] {
+        let mut c = RawClient::login(r.addr.port(), user, &db).await;
+        c.send(&raw::query("SELECT current_user")).await;
+        let msgs = c.until_ready().await;
+        let row = msgs
+            .iter()
+            .find(|m| m.0 == b'D')
+            .map(|m| String::from_utf8_lossy(&m.1[6..]).to_string());
+        assert_eq!(row.as_deref(), Some(user));
+    }
 }

@@ -286,6 +286,15 @@ impl PgCluster {
         .map(|_| ())
     }
 
+    /// Puts `rule` first in the primary's pg_hba.conf and reloads it.
+    pub fn prepend_hba_rule(&self, rule: &str) -> Result<(), ClusterError> {
+        let path = self.primary.datadir.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, format!("{rule}\n{old}"))?;
+        self.psql(self.primary.port, "postgres", "SELECT pg_reload_conf()")
+            .map(|_| ())
+    }
+
     /// Creates a database and waits until every replica has it.
     pub fn create_database(&self, name: &str, owner: &str) -> Result<(), ClusterError> {
         self.psql(
@@ -337,8 +346,12 @@ impl PgCluster {
              rm -rf '{dir}'",
             pid = std::process::id()
         );
+        use std::os::unix::process::CommandExt;
         let _ = Command::new("sh")
             .args(["-c", &script])
+            // Its own process group: a signal to ours (Ctrl-C, a CI runner
+            // killing the group) must not take the watchdog down with us.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -78,7 +78,7 @@ pub async fn run(replicas: usize) -> Result<(), DemoError> {
     println!("Try: SELECT inet_server_port(), pg_is_in_recovery();");
     println!();
     println!("Press Ctrl-C to stop and remove everything.");
-    let _ = tokio::signal::ctrl_c().await;
+    crate::shutdown::signalled().await;
     println!("\nstopping...");
     router.shutdown();
     router.drain(std::time::Duration::from_secs(5)).await;

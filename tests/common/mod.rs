@@ -29,6 +29,20 @@ pub fn cluster() -> &'static PgCluster {
             .unwrap_or_else(|e| panic!("{e}"));
         c.create_user(RAW_USER, RAW_PASSWORD)
             .unwrap_or_else(|e| panic!("{e}"));
+        // Users whose *server* login uses md5, cleartext or trust.
+        let sql =
+            "SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'md5-secret'; \
+                   RESET password_encryption; CREATE ROLE pwuser LOGIN PASSWORD 'pw-secret'; \
+                   CREATE ROLE trustuser LOGIN";
+        c.psql(c.primary.port, "postgres", sql)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for rule in [
+            "host all md5user 127.0.0.1/32 md5",
+            "host all pwuser 127.0.0.1/32 password",
+            "host all trustuser 127.0.0.1/32 trust",
+        ] {
+            c.prepend_hba_rule(rule).unwrap_or_else(|e| panic!("{e}"));
+        }
         c
     })
 }
