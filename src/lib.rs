@@ -5,6 +5,7 @@
 //! - [`auth`]: server-side SCRAM-SHA-256 / md5 verification of clients.
 //! - [`frontend`]: the client side: listener, handshake, per-client session loop, cancel.
 //! - [`backend`]: connections to PostgreSQL servers: login, response tracking, reset.
+//! - [`router`]: read/write classification of statements (sqlparser), with caches.
 //! - [`pool`]: bounded pools of server connections with FIFO wait and idle/lifetime expiry.
 //! - [`config`]: `router.toml` model, duration parsing, validation.
 //! - [`app`]: wiring of listeners, background tasks and graceful drain.
@@ -22,4 +23,5 @@ pub mod frontend;
 pub mod http;
 pub mod pool;
 pub mod protocol;
+pub mod router;
 pub mod shutdown;
