@@ -6,6 +6,9 @@ use crate::backend::{Role, Target};
 use crate::config::{Config, ConfigError, UserConfig};
 use crate::frontend::cancel::CancelRegistry;
 use crate::pool::{Pool, PoolSettings, Pools};
+use crate::router::classify::FunctionRules;
+use crate::router::consistency::UserPositions;
+use crate::router::replicas::{Replica, Replicas};
 use crate::shutdown::Shutdown;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,6 +71,11 @@ impl UserEntry {
 pub struct Shared {
     pub config: Config,
     pub primary: Arc<Target>,
+    pub replicas: Replicas,
+    /// Which functions make a statement a write (built-ins + configured).
+    pub function_rules: Arc<FunctionRules>,
+    /// Read-your-writes positions per user (`consistency_scope = "user"`).
+    pub user_positions: UserPositions,
     pub users: HashMap<String, Arc<UserEntry>>,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
@@ -87,6 +95,27 @@ impl Shared {
             host: config.primary.host.clone(),
             port: config.primary.port,
         });
+        let replicas = config
+            .replicas
+            .iter()
+            .map(|r| {
+                Arc::new(Replica::new(
+                    Arc::new(Target {
+                        name: r.name.clone(),
+                        role: Role::Replica,
+                        host: r.host.clone(),
+                        port: r.port,
+                    }),
+                    r.weight,
+                ))
+            })
+            .collect();
+        let replicas = Replicas::new(replicas, config.routing.load_balance);
+        let lower = |v: &Vec<String>| v.iter().map(|f| f.to_ascii_lowercase()).collect();
+        let function_rules = Arc::new(FunctionRules {
+            write: lower(&config.routing.write_functions),
+            read_only: lower(&config.routing.read_only_functions),
+        });
         let users = config
             .users
             .iter()
@@ -94,6 +123,9 @@ impl Shared {
             .collect();
         Self {
             primary,
+            replicas,
+            function_rules,
+            user_positions: UserPositions::default(),
             users,
             pools: Pools::default(),
             cancels: Arc::new(CancelRegistry::default()),
@@ -122,13 +154,18 @@ impl Shared {
 
     /// The primary's pool for this user and database.
     pub fn primary_pool(&self, user: &UserEntry, database: &str) -> Arc<Pool> {
+        self.pool_for(&self.primary, user, database)
+    }
+
+    /// The pool of `target` for this user and database.
+    pub fn pool_for(&self, target: &Arc<Target>, user: &UserEntry, database: &str) -> Arc<Pool> {
         let login = Login {
             user: user.server_user.clone(),
             password: user.server_password.clone(),
             database: database.to_string(),
         };
         self.pools
-            .get_or_create(&self.primary, &login, || self.pool_settings())
+            .get_or_create(target, &login, || self.pool_settings())
     }
 
     /// Clients connected right now.

@@ -3,6 +3,16 @@
 
 mod common;
 
+/// These are pooling tests: the router runs with read routing off, so every
+/// statement goes to the primary (routing has its own tests).
+async fn pooler(f: impl FnOnce(&mut pgrouter::config::Config)) -> TestRouter {
+    router(|c| {
+        c.routing.enabled = false;
+        f(c)
+    })
+    .await
+}
+
 use common::raw::{self, RawClient};
 use common::*;
 use pgrouter::config::PoolMode;
@@ -11,7 +21,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_runs_statements_errors_and_transactions() {
     let db = database("psql");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let u = url(&r, &db);
     let out = tokio::task::spawn_blocking(move || {
         run_tool(
@@ -54,7 +64,7 @@ async fn psql_runs_statements_errors_and_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_query_and_lone_sync_are_answered() {
     let db = database("empty");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let mut c = RawClient::login(r.addr.port(), RAW_USER, &db).await;
     c.send(&raw::query("")).await;
     let tags: String = c.until_ready().await.iter().map(|m| m.0 as char).collect();
@@ -129,7 +139,7 @@ async fn pgbench_select_only_simple_and_extended() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let r = router(|c| c.pool.pool_size = 4).await;
+    let r = pooler(|c| c.pool.pool_size = 4).await;
     let r2 = std::sync::Arc::new(r);
     let rr = r2.clone();
     tokio::task::spawn_blocking(move || {
@@ -143,7 +153,7 @@ async fn pgbench_select_only_simple_and_extended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_extended_batch_with_several_syncs() {
     let db = database("pipeline");
-    let r = router(|c| c.pool.pool_size = 1).await;
+    let r = pooler(|c| c.pool.pool_size = 1).await;
     let mut c = RawClient::login(r.addr.port(), RAW_USER, &db).await;
     let mut batch = Vec::new();
     for i in 1..=3 {
@@ -182,7 +192,7 @@ async fn pipelined_extended_batch_with_several_syncs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_100k_rows_byte_exact() {
     let db = database("copy");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let dir = std::env::temp_dir().join(format!("pgrouter-copy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let input = dir.join("in.tsv");
@@ -231,7 +241,7 @@ async fn copy_in_and_out_100k_rows_byte_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_inside_transaction_then_rollback() {
     let db = database("txerr");
-    let r = router(|c| c.pool.pool_size = 1).await;
+    let r = pooler(|c| c.pool.pool_size = 1).await;
     let c = connect(&r, &db).await;
     c.batch_execute("CREATE TABLE t (a int)")
         .await
@@ -270,7 +280,7 @@ async fn error_inside_transaction_then_rollback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_the_running_query() {
     let db = database("cancel");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let c = connect(&r, &db).await;
     let token = c.cancel_token();
     let started = Instant::now();
@@ -299,7 +309,7 @@ async fn cancel_reaches_the_running_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_client_releases_its_locks() {
     let db = database("vanish");
-    let r = router(|c| c.pool.pool_size = 2).await;
+    let r = pooler(|c| c.pool.pool_size = 2).await;
     primary_sql(&db, "CREATE TABLE l (id int primary key, v int); INSERT INTO l VALUES (1, 0); GRANT ALL ON l TO app");
     for running in [false, true] {
         let mut holder = RawClient::login(r.addr.port(), RAW_USER, &db).await;
@@ -344,7 +354,7 @@ async fn five_hundred_clients_share_ten_server_connections() {
         "CREATE TABLE m (client int, at timestamptz default now()); GRANT ALL ON m TO app",
     );
     let r = std::sync::Arc::new(
-        router(|c| {
+        pooler(|c| {
             c.pool.pool_size = 10;
             c.server.query_wait_timeout = pgrouter::config::HumanDuration::from_secs(60);
         })
@@ -398,7 +408,7 @@ async fn five_hundred_clients_share_ten_server_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failures_have_the_right_sqlstate() {
     let db = database("auth");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let port = r.addr.port();
     let wrong = connect_url(&format!("postgres://{USER}:nope@127.0.0.1:{port}/{db}")).await;
     assert_eq!(wrong.err().map(|e| code(&e)).as_deref(), Some("28P01"));
@@ -418,7 +428,7 @@ async fn auth_failures_have_the_right_sqlstate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_users_log_in() {
     let db = database("md5");
-    let r = router(|c| {
+    let r = pooler(|c| {
         c.users[0].auth = pgrouter::config::AuthMethod::Md5;
     })
     .await;
@@ -435,7 +445,7 @@ async fn md5_users_log_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_messages_are_rejected() {
     let db = database("hostile");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let port = r.addr.port();
     // A declared length of 2 GiB: rejected from the header alone.
     let mut c = RawClient::login(port, RAW_USER, &db).await;
@@ -469,7 +479,7 @@ async fn malformed_and_oversized_messages_are_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_refused_and_newer_protocol_negotiated() {
     let db = database("negotiate");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let mut c = RawClient::connect(r.addr.port()).await;
     c.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await; // SSLRequest
     let mut b = [0u8; 1];
@@ -496,7 +506,7 @@ async fn ssl_refused_and_newer_protocol_negotiated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_keeps_its_own_session_parameters() {
     let db = database("params");
-    let r = router(|c| c.pool.pool_size = 1).await; // one server connection for both
+    let r = pooler(|c| c.pool.pool_size = 1).await; // one server connection for both
     let port = r.addr.port();
     let tokyo = connect_url(&format!(
         "postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{db}?options=-c%20TimeZone%3DAsia%2FTokyo"
@@ -529,7 +539,7 @@ async fn each_client_keeps_its_own_session_parameters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_idle_server_connection_is_replaced() {
     let db = database("killed");
-    let r = router(|c| c.pool.pool_size = 1).await;
+    let r = pooler(|c| c.pool.pool_size = 1).await;
     let c = connect(&r, &db).await;
     let pid: i32 = c
         .query_one("SELECT pg_backend_pid()", &[])
@@ -549,7 +559,7 @@ async fn killed_idle_server_connection_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_state_and_resets_between_clients() {
     let db = database("session");
-    let r = router(|c| {
+    let r = pooler(|c| {
         c.server.pool_mode = PoolMode::Session;
         c.pool.pool_size = 1;
     })
@@ -577,7 +587,7 @@ async fn session_mode_keeps_state_and_resets_between_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_client_conn_refuses_with_53300() {
     let db = database("maxconn");
-    let r = router(|c| c.server.max_client_conn = 2).await;
+    let r = pooler(|c| c.server.max_client_conn = 2).await;
     let _a = connect(&r, &db).await;
     let _b = connect(&r, &db).await;
     let c = try_connect(&r, &db).await;
@@ -587,7 +597,7 @@ async fn max_client_conn_refuses_with_53300() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_transactions_finish() {
     let db = database("shutdown");
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let c = connect(&r, &db).await;
     c.batch_execute("CREATE TABLE s (a int)")
         .await
@@ -623,7 +633,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints() {
-    let r = router(|_| {}).await;
+    let r = pooler(|_| {}).await;
     let live = http_get(r.http_addr, "/health/live").await;
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     let ready = http_get(r.http_addr, "/health/ready").await;
@@ -632,14 +642,14 @@ async fn health_endpoints() {
         "{ready}"
     );
     // A router whose primary is unreachable is not ready.
-    let dead = router(|c| c.primary.port = pgrouter::demo::cluster::free_port().unwrap_or(1)).await;
+    let dead = pooler(|c| c.primary.port = pgrouter::demo::cluster::free_port().unwrap_or(1)).await;
     let ready = http_get(dead.http_addr, "/health/ready").await;
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_primary_gives_a_clear_error_not_a_hang() {
-    let r = router(|c| {
+    let r = pooler(|c| {
         c.primary.port = pgrouter::demo::cluster::free_port().unwrap_or(1);
         c.server.server_connect_timeout = pgrouter::config::HumanDuration::from_millis(500);
     })
@@ -657,7 +667,7 @@ async fn unreachable_primary_gives_a_clear_error_not_a_hang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_logins_with_md5_cleartext_and_trust() {
     let db = database("serverauth");
-    let r = router(|c| {
+    let r = pooler(|c| {
         for (name, pw) in [
             ("md5user", Some("md5-secret")),
             ("pwuser", Some("pw-secret")),

@@ -55,6 +55,27 @@ impl Params {
     }
 }
 
+/// What a drained internal query returned.
+#[derive(Default)]
+struct Drained {
+    error: Option<parse::ErrorFields>,
+    first_value: Option<String>,
+}
+
+/// The first column of a DataRow body, as text (None for NULL).
+fn first_column(body: &[u8]) -> Option<String> {
+    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    if n == 0 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    if len < 0 {
+        return None;
+    }
+    let value = body.get(6..6 + len as usize)?;
+    Some(String::from_utf8_lossy(value).into_owned())
+}
+
 pub struct ServerConn {
     stream: TcpStream,
     /// Bytes read from the server and not yet handled.
@@ -150,11 +171,34 @@ impl ServerConn {
         sql: &str,
         timeout: Duration,
     ) -> Result<Option<parse::ErrorFields>, BackendError> {
+        self.query_internal(sql, timeout).await.map(|o| o.error)
+    }
+
+    /// Like [`ServerConn::run_internal`], returning the first column of the
+    /// first row as text (e.g. `SELECT pg_current_wal_insert_lsn()`).
+    pub async fn query_value(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>, BackendError> {
+        let out = self.query_internal(sql, timeout).await?;
+        Ok(if out.error.is_some() {
+            None
+        } else {
+            out.first_value
+        })
+    }
+
+    async fn query_internal(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<Drained, BackendError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
         self.write_all(&out).await?;
         self.tracker.client_sent(b'Q');
-        match tokio::time::timeout(timeout, self.drain()).await {
+        match tokio::time::timeout(timeout, self.drain_collect()).await {
             Ok(r) => r,
             Err(_) => {
                 self.broken = true;
@@ -169,7 +213,13 @@ impl ServerConn {
     /// Reads and discards server output until no ReadyForQuery is owed;
     /// returns the first ErrorResponse seen.
     pub async fn drain(&mut self) -> Result<Option<parse::ErrorFields>, BackendError> {
-        let mut first_error = None;
+        self.drain_collect().await.map(|d| d.error)
+    }
+
+    /// Reads server output until no ReadyForQuery is owed, keeping the first
+    /// error and the first column of the first DataRow (output here is small).
+    async fn drain_collect(&mut self) -> Result<Drained, BackendError> {
+        let mut drained = Drained::default();
         let mut pending_bytes = BytesMut::new();
         while self.tracker.pending() > 0 {
             if self.buf.is_empty() {
@@ -184,18 +234,21 @@ impl ServerConn {
                 self.broken = true;
                 return Err(BackendError::protocol(&self.target, e));
             }
-            if first_error.is_none() {
-                // Keep whole messages to find the error text; output here is small.
-                pending_bytes.extend_from_slice(&chunk);
-                while let Ok(Some(msg)) =
-                    framing::split_message(&mut pending_bytes, framing::PG_MAX_MESSAGE_LEN)
-                {
-                    if msg[0] == b'E' && first_error.is_none() {
-                        first_error = Some(parse::error_fields(&msg[5..]));
+            pending_bytes.extend_from_slice(&chunk);
+            while let Ok(Some(msg)) =
+                framing::split_message(&mut pending_bytes, framing::PG_MAX_MESSAGE_LEN)
+            {
+                match msg[0] {
+                    b'E' if drained.error.is_none() => {
+                        drained.error = Some(parse::error_fields(&msg[5..]))
                     }
+                    b'D' if drained.first_value.is_none() => {
+                        drained.first_value = first_column(&msg[5..])
+                    }
+                    _ => {}
                 }
             }
         }
-        Ok(first_error)
+        Ok(drained)
     }
 }

@@ -18,6 +18,83 @@ pub struct Config {
     pub replicas: Vec<ReplicaConfig>,
     #[serde(default)]
     pub pool: PoolConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalance {
+    LeastOutstanding,
+    RoundRobin,
+    Random,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Reads go to the primary when no replica is usable.
+    Primary,
+    /// Reads fail with an error when no replica is usable.
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadYourWrites {
+    /// Reads wait for (or avoid) replicas that have not replayed the client's last write.
+    Lsn,
+    /// Reads go to the primary for `pin_duration` after a write.
+    Time,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyScope {
+    /// Each client connection sees its own writes.
+    Client,
+    /// Every connection of the same user sees that user's writes.
+    User,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send reads to replicas at all (false: everything to the primary).
+    pub enabled: bool,
+    pub load_balance: LoadBalance,
+    /// The primary also serves reads (as one more candidate).
+    pub primary_reads: bool,
+    pub fallback: Fallback,
+    pub read_your_writes: ReadYourWrites,
+    pub consistency_scope: ConsistencyScope,
+    /// "time" mode: how long reads stay on the primary after a write.
+    pub pin_duration: HumanDuration,
+    /// "lsn" mode: how long a read may wait for a replica to catch up before
+    /// going to the primary (0: do not wait).
+    pub causal_wait: HumanDuration,
+    /// Functions whose calls make a statement a write (beyond the built-in list).
+    pub write_functions: Vec<String>,
+    /// Functions never treated as writes (overrides both lists).
+    pub read_only_functions: Vec<String>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            load_balance: LoadBalance::LeastOutstanding,
+            primary_reads: false,
+            fallback: Fallback::Primary,
+            read_your_writes: ReadYourWrites::Lsn,
+            consistency_scope: ConsistencyScope::Client,
+            pin_duration: HumanDuration::from_secs(2),
+            causal_wait: HumanDuration::from_secs(0),
+            write_functions: Vec::new(),
+            read_only_functions: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

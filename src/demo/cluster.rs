@@ -286,6 +286,16 @@ impl PgCluster {
         .map(|_| ())
     }
 
+    /// Appends settings to every replica's postgresql.conf and reloads them
+    /// (e.g. `recovery_min_apply_delay = '1s'` to make real lag).
+    pub fn configure_replicas(&self, text: &str) -> Result<(), ClusterError> {
+        for r in &self.replicas {
+            self.append_conf(&r.datadir, &format!("{text}\n"))?;
+            self.psql(r.port, "postgres", "SELECT pg_reload_conf()")?;
+        }
+        Ok(())
+    }
+
     /// Puts `rule` first in the primary's pg_hba.conf and reloads it.
     pub fn prepend_hba_rule(&self, rule: &str) -> Result<(), ClusterError> {
         let path = self.primary.datadir.join("pg_hba.conf");

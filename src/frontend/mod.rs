@@ -4,6 +4,7 @@
 //! - [`stream`]: the client socket, exposing whole messages only.
 //! - [`handshake`]: startup packet, SSL/GSS refusal, authentication, login.
 //! - [`params`]: which session parameters a client asked for.
+//! - `route`: where a session's next transaction runs, read-your-writes.
 //! - [`session`]: the per-client loop that lends server connections one
 //!   transaction (or one session) at a time.
 //! - [`workers`]: thread-per-core runtimes the sessions run on.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod handshake;
 pub mod listener;
 pub mod params;
+mod route;
 pub mod session;
 pub mod stream;
 pub mod workers;

@@ -12,16 +12,21 @@
 
 use super::handshake::LoggedIn;
 use super::params;
+use super::route::Decision;
 use super::stream::ClientStream;
 use super::ClientError;
 use crate::app::Shared;
 use crate::backend::{reset, BackendError};
 use crate::config::PoolMode;
-use crate::pool::{PoolError, PooledConn};
+use crate::pool::{Pool, PoolError, PooledConn};
 use crate::protocol::framing;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
+use crate::router::consistency::Position;
+use crate::router::hint::Route;
 use bytes::{Buf, BytesMut};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// How a relay ended.
 enum Relay {
@@ -32,14 +37,26 @@ enum Relay {
 }
 
 pub struct Session<'a> {
-    shared: &'a Shared,
-    client: ClientStream,
-    login: LoggedIn,
-    mode: PoolMode,
-    server: Option<PooledConn>,
-    out: BytesMut,
+    pub(super) shared: &'a Shared,
+    pub(super) client: ClientStream,
+    pub(super) login: LoggedIn,
+    pub(super) mode: PoolMode,
+    pub(super) server: Option<PooledConn>,
+    pub(super) out: BytesMut,
     /// Fingerprint of `login.desired`.
     desired_fp: u64,
+    /// `SET pgrouter.route`: the client's default route for reads.
+    pub(super) route_default: Route,
+    /// Read-your-writes position of this client.
+    pub(super) position: Position,
+    /// Pools of the replicas this client has used (by replica index).
+    pub(super) replica_pools: Vec<Option<Arc<Pool>>>,
+    /// Reads placed so far (for `primary_reads`).
+    pub(super) reads: u64,
+    /// The replica the current loan runs on (None: the primary).
+    loan_replica: Option<usize>,
+    /// The current loan may write (read-your-writes records it).
+    loan_wrote: bool,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up.
@@ -57,6 +74,12 @@ pub async fn run(
         server: None,
         out: BytesMut::new(),
         desired_fp,
+        route_default: Route::Auto,
+        position: Position::default(),
+        replica_pools: Vec::new(),
+        reads: 0,
+        loan_replica: None,
+        loan_wrote: false,
     };
     let result = s.serve().await;
     if let Err(e) = &result {
@@ -112,19 +135,44 @@ impl Session<'_> {
                 }
                 _ => {}
             }
-            let server = match self.acquire().await? {
-                Ok(s) => s,
-                Err(e) => {
-                    self.fail_request(e.sqlstate(), &e.client_message()).await?;
+            let placed = match self.decide()? {
+                Decision::SetRoute(r) => {
+                    self.answer_set_route(r).await?;
+                    continue;
+                }
+                Decision::Primary { write } => {
+                    self.loan_wrote = write;
+                    let pool = self.login.pool.clone();
+                    self.acquire_from(pool)
+                        .await?
+                        .map(|c| (c, None))
+                        .map_err(|e| (e.sqlstate().to_string(), e.client_message()))
+                }
+                Decision::Read => {
+                    self.loan_wrote = false;
+                    self.acquire_for_read().await?
+                }
+            };
+            let (server, replica) = match placed {
+                Ok(p) => p,
+                Err((code, message)) => {
+                    self.fail_request(&code, &message).await?;
                     continue;
                 }
             };
+            self.loan_replica = replica;
             if let Err(e) = self.attach(server).await? {
+                self.end_replica_loan();
                 self.fail_request(e.sqlstate(), &e.client_message()).await?;
                 continue;
             }
             match self.relay().await? {
-                Relay::Idle => self.detach(),
+                Relay::Idle => {
+                    if self.loan_wrote && self.loan_replica.is_none() {
+                        self.record_write().await;
+                    }
+                    self.detach();
+                }
                 Relay::Terminated => return Ok(()),
             }
         }
@@ -137,19 +185,22 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn flush_out(&mut self) -> Result<(), ClientError> {
+    pub(super) async fn flush_out(&mut self) -> Result<(), ClientError> {
         let out = std::mem::take(&mut self.out);
         let r = self.client.write_all(&out).await;
         self.out = out;
         r
     }
 
-    /// Waits for a server connection; notices a client that leaves meanwhile.
-    async fn acquire(&mut self) -> Result<Result<PooledConn, PoolError>, ClientError> {
-        if let Some(conn) = self.login.pool.try_acquire_idle() {
+    /// Waits for a server connection from `pool`; notices a client that
+    /// leaves meanwhile.
+    pub(super) async fn acquire_from(
+        &mut self,
+        pool: Arc<Pool>,
+    ) -> Result<Result<PooledConn, PoolError>, ClientError> {
+        if let Some(conn) = pool.try_acquire_idle() {
             return Ok(Ok(conn));
         }
-        let pool = self.login.pool.clone();
         let wait = self.shared.config.server.query_wait_timeout.get();
         let fut = pool.acquire(wait);
         tokio::pin!(fut);
@@ -262,8 +313,17 @@ impl Session<'_> {
 
     fn detach(&mut self) {
         self.login.key.slot.detach();
+        self.end_replica_loan();
         if let Some(server) = self.server.take() {
             server.release();
+        }
+    }
+
+    fn end_replica_loan(&mut self) {
+        if let Some(idx) = self.loan_replica.take() {
+            if let Some(r) = self.shared.replicas.list.get(idx) {
+                r.outstanding.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -271,6 +331,9 @@ impl Session<'_> {
     /// mode), or until the client terminates.
     async fn relay(&mut self) -> Result<Relay, ClientError> {
         let stop_when_idle = self.mode == PoolMode::Transaction;
+        // On a replica, forward up to one sync point at a time: a pipelined
+        // write behind a read must be routed anew, not sent to a replica.
+        let one_sync = self.loan_replica.is_some();
         let Session {
             client,
             server,
@@ -285,7 +348,11 @@ impl Session<'_> {
             // Forward every whole client message buffered so far.
             let mut off = 0;
             let mut terminated = false;
-            while let Some(n) = framing::complete_len(&client.buf[off..], client.max_message)? {
+            let hold = one_sync && server.tracker.pending() > 0;
+            while !hold {
+                let Some(n) = framing::complete_len(&client.buf[off..], client.max_message)? else {
+                    break;
+                };
                 let tag = client.buf[off];
                 if tag == b'X' {
                     terminated = true;
@@ -293,6 +360,9 @@ impl Session<'_> {
                 }
                 server.tracker.client_sent(tag);
                 off += n;
+                if one_sync && matches!(tag, b'S' | b'Q') {
+                    break;
+                }
             }
             if off > 0 {
                 server
@@ -347,7 +417,8 @@ impl Session<'_> {
                         }
                     }
                 }
-                r = client.read_more() => { r?; }
+                // Bounded: a client pipelining far ahead waits for us.
+                r = client.read_more(), if client.buf.len() < 1 << 20 => { r?; }
             }
         }
     }
@@ -355,6 +426,7 @@ impl Session<'_> {
     /// Gives back or cleans the server connection when the session ends.
     async fn release_on_exit(&mut self) {
         self.login.key.slot.detach();
+        self.end_replica_loan();
         let Some(mut server) = self.server.take() else {
             return;
         };

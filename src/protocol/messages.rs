@@ -67,6 +67,11 @@ pub fn error_response(
     });
 }
 
+/// CommandComplete ('C') with a command tag such as "SET".
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    tagged(buf, b'C', |b| cstr(b, tag));
+}
+
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     tagged(buf, b'Z', |b| b.put_u8(status));
 }

@@ -3,7 +3,14 @@
 //! - [`classify`]: SQL text → READ or WRITE, with the reason (pure).
 //! - [`normalize`]: literal stripping for the classifier's shape cache.
 //! - [`cache`]: bounded caches in front of the classifier.
+//! - [`hint`]: `/* pgrouter:primary */` hints and `SET pgrouter.route`.
+//! - [`replicas`]: replica state and the load balancer.
+//! - [`consistency`]: read-your-writes positions; [`lsn`]: WAL positions.
 
 pub mod cache;
 pub mod classify;
+pub mod consistency;
+pub mod hint;
+pub mod lsn;
 pub mod normalize;
+pub mod replicas;

@@ -197,3 +197,48 @@ pub fn run_tool(program: &str, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
+
+/// The port a statement ran on, through a tokio-postgres client (simple protocol).
+pub async fn port_of(c: &tokio_postgres::Client, sql: &str) -> u16 {
+    let rows = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no port in the result"))
+}
+
+pub fn replica_ports() -> Vec<u16> {
+    cluster().replicas.iter().map(|r| r.port).collect()
+}
+
+/// Waits until every replica has replayed everything the primary has now.
+pub fn wait_replicas_caught_up() {
+    let c = cluster();
+    let target = c
+        .psql(
+            c.primary.port,
+            "postgres",
+            "SELECT pg_current_wal_insert_lsn()",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    for r in &c.replicas {
+        let q = format!(
+            "SELECT pg_last_wal_replay_lsn() >= '{}'::pg_lsn",
+            target.trim()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.psql(r.port, "postgres", &q).unwrap_or_default().trim() != "t" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {} never caught up",
+                r.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

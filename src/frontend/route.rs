@@ -1,0 +1,254 @@
+//! The routing half of a client session: where the next transaction runs,
+//! and read-your-writes bookkeeping after it. See docs/routing.md.
+//!
+//! A route is chosen once per loan, from its first message (a Query's text,
+//! or a Parse's statement): writes and anything unknown go to the primary;
+//! reads go to a replica that has replayed the client's last write, or to
+//! the primary when none is known to have.
+
+use super::session::Session;
+use super::ClientError;
+use crate::config::{ConsistencyScope, Fallback, PoolMode, ReadYourWrites};
+use crate::pool::{Pool, PoolError, PooledConn};
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::{parse, sqlstate};
+use crate::router::cache::classify_cached;
+use crate::router::classify::Class;
+use crate::router::consistency::Position;
+use crate::router::hint::{self, Route};
+use crate::router::lsn;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the client's next transaction goes.
+pub(super) enum Decision {
+    /// The primary; `write` when it may write (read-your-writes records it).
+    Primary { write: bool },
+    /// A replica if one is usable and caught up.
+    Read,
+    /// `SET pgrouter.route`: answered by the router.
+    SetRoute(Result<Route, String>),
+}
+
+/// A failed read placement: (SQLSTATE, message).
+pub(super) type Refusal = (String, String);
+
+impl Session<'_> {
+    /// Decides from the whole message at the front of the client buffer.
+    pub(super) fn decide(&self) -> Result<Decision, ClientError> {
+        let n = self.client.complete_len()?.unwrap_or(0);
+        let msg = &self.client.buf[..n];
+        let tag = msg.first().copied().unwrap_or(0);
+        let body = msg.get(5..).unwrap_or(&[]);
+        let sql = match tag {
+            b'Q' => parse::cstr(body, "Query").ok().map(|(s, _)| s),
+            b'P' => parse::cstr(body, "Parse")
+                .ok()
+                .and_then(|(_, rest)| parse::cstr(rest, "Parse").ok())
+                .map(|(s, _)| s),
+            _ => None,
+        };
+        if tag == b'Q' {
+            if let Some(r) = sql.and_then(hint::set_route) {
+                return Ok(Decision::SetRoute(r));
+            }
+        }
+        let routing = &self.shared.config.routing;
+        if !routing.enabled
+            || self.shared.replicas.list.is_empty()
+            || self.mode == PoolMode::Session
+        {
+            return Ok(Decision::Primary { write: false });
+        }
+        // Bind/Execute of a statement prepared in an earlier transaction,
+        // FunctionCall...: the router cannot see the SQL, so the primary.
+        let Some(sql) = sql else {
+            return Ok(Decision::Primary { write: true });
+        };
+        // A named statement is executed by a later Bind the router cannot
+        // classify (it goes to the primary), so it is prepared there too.
+        if tag == b'P' && body.first().is_some_and(|&b| b != 0) {
+            return Ok(Decision::Primary { write: true });
+        }
+        if classify_cached(sql, &self.shared.function_rules).class == Class::Write {
+            return Ok(Decision::Primary { write: true });
+        }
+        Ok(
+            match hint::leading_hint(sql).unwrap_or(self.route_default) {
+                Route::Primary => Decision::Primary { write: false },
+                Route::Replica | Route::Auto => Decision::Read,
+            },
+        )
+    }
+
+    /// Answers `SET pgrouter.route` without a server.
+    pub(super) async fn answer_set_route(
+        &mut self,
+        r: Result<Route, String>,
+    ) -> Result<(), ClientError> {
+        if let Some(n) = self.client.complete_len()? {
+            let _ = self.client.buf.split_to(n);
+        }
+        self.out.clear();
+        match r {
+            Ok(route) => {
+                self.route_default = route;
+                messages::command_complete(&mut self.out, "SET");
+            }
+            Err(m) => messages::error_response(&mut self.out, Severity::Error, "22023", &m, None),
+        }
+        messages::ready_for_query(&mut self.out, b'I');
+        self.flush_out().await
+    }
+
+    /// This client's read-your-writes position (with its user's, in user scope).
+    fn position(&self) -> Position {
+        let mut p = self.position;
+        if self.shared.config.routing.consistency_scope == ConsistencyScope::User {
+            p.merge(self.shared.user_positions.get(&self.login.user.cfg.name));
+        }
+        p
+    }
+
+    fn replica_pool(&mut self, idx: usize) -> Arc<Pool> {
+        if self.replica_pools.len() <= idx {
+            self.replica_pools.resize(idx + 1, None);
+        }
+        if let Some(p) = &self.replica_pools[idx] {
+            return p.clone();
+        }
+        let target = self.shared.replicas.list[idx].target.clone();
+        let p = self
+            .shared
+            .pool_for(&target, &self.login.user, &self.login.database);
+        self.replica_pools[idx] = Some(p.clone());
+        p
+    }
+
+    /// Places a read: a usable replica that has replayed the client's last
+    /// write, else the primary (or an error, with `fallback = "error"`).
+    /// Returns the connection and the replica index (None: primary).
+    pub(super) async fn acquire_for_read(
+        &mut self,
+    ) -> Result<Result<(PooledConn, Option<usize>), Refusal>, ClientError> {
+        let routing = self.shared.config.routing.clone();
+        let now = Instant::now();
+        let pos = self.position();
+        let pinned = routing.read_your_writes == ReadYourWrites::Time
+            && pos.pinned_until.is_some_and(|t| now < t);
+        let min_lsn = if routing.read_your_writes == ReadYourWrites::Lsn {
+            pos.lsn
+        } else {
+            0
+        };
+        let n = self.shared.replicas.list.len();
+        self.reads = self.reads.wrapping_add(1);
+        let primary_turn = routing.primary_reads && self.reads % (n as u64 + 1) == 0;
+        if !pinned && !primary_turn {
+            for _ in 0..n {
+                let Some((idx, known)) = self.shared.replicas.pick(now, min_lsn) else {
+                    break;
+                };
+                let replica = self.shared.replicas.list[idx].clone();
+                let pool = self.replica_pool(idx);
+                let mut conn = match self.acquire_from(pool).await? {
+                    Ok(c) => c,
+                    Err(PoolError::Backend(e)) => {
+                        // Nothing was sent yet: try elsewhere.
+                        tracing::warn!(replica = %replica.target, error = %e, "replica unavailable; marking it down");
+                        replica.mark_down(now);
+                        continue;
+                    }
+                    Err(e) => return Ok(Err((e.sqlstate().to_string(), e.client_message()))),
+                };
+                if min_lsn > 0
+                    && !known
+                    && !self
+                        .caught_up(&mut conn, &replica, min_lsn, routing.causal_wait.get())
+                        .await
+                {
+                    conn.release();
+                    break;
+                }
+                replica.outstanding.fetch_add(1, Ordering::Relaxed);
+                return Ok(Ok((conn, Some(idx))));
+            }
+            if routing.fallback == Fallback::Error && min_lsn == 0 {
+                return Ok(Err((
+                    sqlstate::CANNOT_CONNECT_NOW.to_string(),
+                    "pgrouter: no replica is available for this read (fallback = \"error\")".into(),
+                )));
+            }
+        }
+        let pool = self.login.pool.clone();
+        Ok(match self.acquire_from(pool).await? {
+            Ok(c) => Ok((c, None)),
+            Err(e) => Err((e.sqlstate().to_string(), e.client_message())),
+        })
+    }
+
+    /// Asks the replica how far it has replayed (waiting up to `wait`).
+    async fn caught_up(
+        &self,
+        conn: &mut PooledConn,
+        replica: &crate::router::replicas::Replica,
+        min_lsn: u64,
+        wait: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + wait;
+        let timeout = self.shared.config.server.server_reset_timeout.get();
+        loop {
+            let replayed = match conn
+                .query_value("SELECT pg_last_wal_replay_lsn()", timeout)
+                .await
+            {
+                Ok(Some(v)) => lsn::parse(&v).unwrap_or(0),
+                _ => return false,
+            };
+            replica.observe_replay(replayed);
+            if replayed >= min_lsn {
+                return true;
+            }
+            if Instant::now() + Duration::from_millis(5) > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// After a transaction that may have written: remember how far the
+    /// primary's WAL was, so this client's (or user's) reads wait for it.
+    pub(super) async fn record_write(&mut self) {
+        let routing = &self.shared.config.routing;
+        let now = Instant::now();
+        let mut p = Position::default();
+        match routing.read_your_writes {
+            ReadYourWrites::Off => return,
+            ReadYourWrites::Time => p.pinned_until = Some(now + routing.pin_duration.get()),
+            ReadYourWrites::Lsn => {
+                let timeout = self.shared.config.server.server_reset_timeout.get();
+                let lsn = match self.server.as_mut() {
+                    Some(server) if server.is_reusable() => server
+                        .query_value("SELECT pg_current_wal_insert_lsn()", timeout)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| lsn::parse(&v)),
+                    _ => None,
+                };
+                match lsn {
+                    Some(l) => p.lsn = l,
+                    // Position unknown: the safe answer is the primary.
+                    None => p.lsn = u64::MAX,
+                }
+            }
+        }
+        self.position.merge(p);
+        if routing.consistency_scope == ConsistencyScope::User {
+            self.shared
+                .user_positions
+                .record(&self.login.user.cfg.name, p);
+        }
+    }
+}

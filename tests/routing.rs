@@ -1,0 +1,286 @@
+//! Read/write routing, proven from the server side: `inet_server_port()`
+//! tells where each statement ran.
+
+mod common;
+
+use common::raw::{self, RawClient};
+use common::*;
+use pgrouter::config::{Fallback, LoadBalance};
+use std::collections::HashSet;
+
+async fn setup(test: &str) -> (String, TestRouter, TestRouter) {
+    let db = database(test);
+    primary_sql(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SEQUENCE s; \
+         GRANT ALL ON t, s TO app, rawuser;",
+    );
+    wait_replicas_caught_up();
+    let r = router(|c| c.routing.load_balance = LoadBalance::RoundRobin).await;
+    let r2 = router(|_| {}).await;
+    (db, r, r2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_replicas_and_writes_to_the_primary() {
+    let (db, r, _) = setup("routes").await;
+    let primary = cluster().primary.port;
+    let replicas: HashSet<u16> = replica_ports().into_iter().collect();
+    let reader = connect(&r, &db).await;
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let p = port_of(&reader, "SELECT inet_server_port()").await;
+        assert!(replicas.contains(&p), "read ran on {p}");
+        seen.insert(p);
+    }
+    assert_eq!(seen, replicas, "round robin uses every replica");
+    // Named prepared statements (tokio-postgres prepares every query) stay on
+    // the primary until prepared statements follow clients across servers.
+    let p: i32 = reader
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(p as u16, cluster().primary.port);
+
+    let writer = connect(&r, &db).await;
+    for (sql, expect_primary) in [
+        (
+            "INSERT INTO t VALUES (1, 'a') RETURNING inet_server_port()",
+            true,
+        ),
+        (
+            "SELECT inet_server_port() FROM t WHERE id = 1 FOR UPDATE",
+            true,
+        ),
+        (
+            "SELECT inet_server_port() FROM t WHERE id = 1 FOR NO KEY UPDATE",
+            true,
+        ),
+        ("SELECT nextval('s') * 0 + inet_server_port()", true),
+        (
+            "WITH x AS (UPDATE t SET v = 'b' RETURNING id) SELECT inet_server_port() FROM x",
+            true,
+        ),
+        ("/* pgrouter:primary */ SELECT inet_server_port()", true),
+    ] {
+        let p = port_of(&writer, sql).await;
+        assert_eq!(p == primary, expect_primary, "{sql} ran on {p}");
+    }
+    // Explicit transactions run on the primary unless declared read only.
+    let tx = connect(&r, &db).await;
+    tx.batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(port_of(&tx, "SELECT inet_server_port()").await, primary);
+    tx.batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // (A new connection: `tx` just ran a transaction on the primary, so
+    // read-your-writes keeps its reads there until a replica catches up.)
+    let tx = connect(&r, &db).await;
+    tx.batch_execute("BEGIN READ ONLY")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = port_of(&tx, "SELECT inet_server_port()").await;
+    assert!(replicas.contains(&p), "read-only transaction ran on {p}");
+    tx.batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_pgrouter_route_is_answered_by_the_router() {
+    let (db, r, _) = setup("setroute").await;
+    let primary = cluster().primary.port;
+    let c = connect(&r, &db).await;
+    c.batch_execute("SET pgrouter.route = 'primary'")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..5 {
+        assert_eq!(port_of(&c, "SELECT inet_server_port()").await, primary);
+    }
+    // A replica hint on a write is ignored: writes always go to the primary.
+    c.batch_execute("SET pgrouter.route TO auto")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = port_of(
+        &c,
+        "/* pgrouter:replica */ INSERT INTO t VALUES (7, 'x') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(p, primary);
+    let bad = c.batch_execute("SET pgrouter.route = 'sideways'").await;
+    assert_eq!(bad.err().map(|e| code(&e)).as_deref(), Some("22023"));
+    assert!(
+        c.simple_query("SELECT 1").await.is_ok(),
+        "connection still usable"
+    );
+}
+
+/// A read and a write pipelined in one batch: the write must not follow the
+/// read to a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_write_behind_a_read_reaches_the_primary() {
+    let (db, r, _) = setup("pipeline_route").await;
+    let mut c = RawClient::login(r.addr.port(), RAW_USER, &db).await;
+    let mut batch = Vec::new();
+    for sql in [
+        "SELECT inet_server_port()",
+        "INSERT INTO t VALUES (42, 'p') RETURNING inet_server_port()",
+    ] {
+        let mut parse = vec![0u8];
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        batch.extend(raw::msg(b'P', &parse));
+        batch.extend(raw::msg(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(raw::msg(b'E', b"\0\0\0\0\0"));
+        batch.extend(raw::msg(b'S', b""));
+    }
+    c.send(&batch).await;
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        for (tag, body) in c.until_ready().await {
+            match tag {
+                b'D' => ports.push(
+                    String::from_utf8_lossy(&body[6..])
+                        .parse::<u16>()
+                        .unwrap_or(0),
+                ),
+                b'E' => panic!("error: {:?}", raw::error_fields(&body)),
+                _ => {}
+            }
+        }
+    }
+    assert!(replica_ports().contains(&ports[0]), "{ports:?}");
+    assert_eq!(ports[1], cluster().primary.port);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_replica_reads_fall_back_without_errors() {
+    let db = database("deadreplica");
+    let dead = pgrouter::demo::cluster::free_port().unwrap_or(1);
+    let r = router(|c| {
+        c.replicas[1].port = dead;
+        c.server.server_connect_timeout = pgrouter::config::HumanDuration::from_millis(500);
+    })
+    .await;
+    let c = connect(&r, &db).await;
+    for _ in 0..30 {
+        let p = port_of(&c, "SELECT inet_server_port()").await;
+        assert_ne!(p, dead);
+    }
+    // All replicas dead and fallback = "error": a clear error, writes still fine.
+    let r = router(|c| {
+        c.replicas[0].port = dead;
+        c.replicas[1].port = dead;
+        c.routing.fallback = Fallback::Error;
+        c.server.server_connect_timeout = pgrouter::config::HumanDuration::from_millis(500);
+    })
+    .await;
+    let c = connect(&r, &db).await;
+    let e = c.simple_query("SELECT 1").await.err().map(|e| code(&e));
+    assert_eq!(e.as_deref(), Some("57P03"));
+    let p = port_of(&c, "/* pgrouter:primary */ SELECT inet_server_port()").await;
+    assert_eq!(p, cluster().primary.port);
+}
+
+/// Select-only clients and tpcb-like (writing) clients at once: no
+/// "read-only transaction" errors, and the replicas serve the reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_pgbench_workload() {
+    let db = database("mixed");
+    let port = cluster().primary.port.to_string();
+    let init = run_tool(
+        "pgbench",
+        &[
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            USER,
+            &db,
+        ],
+    );
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    wait_replicas_caught_up();
+    let r = router(|c| c.pool.pool_size = 6).await;
+    // Loans per server, counted by the router's pools for this database.
+    let loans = |role: pgrouter::backend::Role| -> u64 {
+        r.shared
+            .pools
+            .all()
+            .iter()
+            .filter(|p| p.login.database == db && p.target.role == role)
+            .map(|p| p.stats.checkouts.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let rport = r.addr.port().to_string();
+    let (a, b) = (rport.clone(), db.clone());
+    let reads = std::thread::spawn(move || {
+        run_tool(
+            "pgbench",
+            &[
+                "-S",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-t",
+                "500",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &a,
+                "-U",
+                USER,
+                &b,
+            ],
+        )
+    });
+    let writes = run_tool(
+        "pgbench",
+        &[
+            "-c",
+            "2",
+            "-j",
+            "1",
+            "-t",
+            "200",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &rport,
+            "-U",
+            USER,
+            &db,
+        ],
+    );
+    let reads = reads.join().unwrap_or_else(|_| panic!("pgbench thread"));
+    for out in [&reads, &writes] {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{stdout}"
+        );
+        assert!(!stderr.contains("read-only transaction"), "{stderr}");
+    }
+    let served = loans(pgrouter::backend::Role::Replica);
+    let on_primary = loans(pgrouter::backend::Role::Primary);
+    eprintln!("replica loans {served}, primary loans {on_primary} (2000 select-only + 400 tpcb-like transactions)");
+    assert!(
+        served >= 1600,
+        "replicas served only {served} of 2000 select-only transactions"
+    );
+}
