@@ -144,7 +144,7 @@ impl Session<'_> {
         };
         let n = self.shared.replicas.list.len();
         self.reads = self.reads.wrapping_add(1);
-        let primary_turn = routing.primary_reads && self.reads % (n as u64 + 1) == 0;
+        let primary_turn = routing.primary_reads && self.reads.is_multiple_of(n as u64 + 1);
         if !pinned && !primary_turn {
             for _ in 0..n {
                 let Some((idx, known)) = self.shared.replicas.pick(now, min_lsn) else {

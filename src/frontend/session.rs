@@ -348,11 +348,12 @@ impl Session<'_> {
             // Forward every whole client message buffered so far.
             let mut off = 0;
             let mut terminated = false;
+            // Holding: on a replica, until the current sync point is answered.
             let hold = one_sync && server.tracker.pending() > 0;
-            while !hold {
-                let Some(n) = framing::complete_len(&client.buf[off..], client.max_message)? else {
-                    break;
-                };
+            while let (false, Some(n)) = (
+                hold,
+                framing::complete_len(&client.buf[off..], client.max_message)?,
+            ) {
                 let tag = client.buf[off];
                 if tag == b'X' {
                     terminated = true;
