@@ -10,10 +10,12 @@ use crate::router::classify::FunctionRules;
 use crate::router::consistency::UserPositions;
 use crate::router::replicas::{Replica, Replicas};
 use crate::shutdown::Shutdown;
-use std::collections::HashMap;
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -72,8 +74,11 @@ pub struct Shared {
     pub config: Config,
     pub primary: Arc<Target>,
     pub replicas: Replicas,
-    /// Which functions make a statement a write (built-ins + configured).
-    pub function_rules: Arc<FunctionRules>,
+    /// Which functions make a statement a write: built-ins, configured, and
+    /// the primary's user-defined volatile functions. Swapped on refresh.
+    pub function_rules: ArcSwap<FunctionRules>,
+    /// Volatile functions found per database.
+    catalog: Mutex<HashMap<String, HashSet<String>>>,
     /// Read-your-writes positions per user (`consistency_scope = "user"`).
     pub user_positions: UserPositions,
     pub users: HashMap<String, Arc<UserEntry>>,
@@ -111,11 +116,7 @@ impl Shared {
             })
             .collect();
         let replicas = Replicas::new(replicas, config.routing.load_balance);
-        let lower = |v: &Vec<String>| v.iter().map(|f| f.to_ascii_lowercase()).collect();
-        let function_rules = Arc::new(FunctionRules {
-            write: lower(&config.routing.write_functions),
-            read_only: lower(&config.routing.read_only_functions),
-        });
+        let function_rules = ArcSwap::from_pointee(rules_from(&config, &HashMap::new()));
         let users = config
             .users
             .iter()
@@ -125,6 +126,7 @@ impl Shared {
             primary,
             replicas,
             function_rules,
+            catalog: Mutex::new(HashMap::new()),
             user_positions: UserPositions::default(),
             users,
             pools: Pools::default(),
@@ -166,6 +168,55 @@ impl Shared {
         };
         self.pools
             .get_or_create(target, &login, || self.pool_settings())
+    }
+
+    /// Loads `database`'s volatile functions on `conn` (a primary
+    /// connection) and makes them part of the routing rules.
+    pub async fn load_catalog(&self, database: &str, conn: &mut crate::backend::ServerConn) {
+        let timeout = self.config.server.server_reset_timeout.get();
+        match crate::router::catalog::volatile_functions(conn, timeout).await {
+            Ok(names) => {
+                let Ok(mut catalog) = self.catalog.lock() else {
+                    return;
+                };
+                if catalog.get(database) != Some(&names) {
+                    catalog.insert(database.to_string(), names);
+                    self.function_rules
+                        .store(Arc::new(rules_from(&self.config, &catalog)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%database, error = %e, "cannot read volatile functions from the catalog")
+            }
+        }
+    }
+
+    /// Whether routing needs `database`'s catalog loaded before its reads.
+    pub fn needs_catalog(&self, database: &str) -> bool {
+        self.config.routing.enabled
+            && !self.replicas.list.is_empty()
+            && self
+                .catalog
+                .lock()
+                .map(|c| !c.contains_key(database))
+                .unwrap_or(true)
+    }
+
+    /// Reloads every known database's volatile functions.
+    async fn refresh_catalogs(&self) {
+        let mut seen = HashSet::new();
+        for pool in self.pools.all() {
+            if pool.target.role != Role::Primary
+                || !pool.is_proven()
+                || !seen.insert(pool.login.database.clone())
+            {
+                continue;
+            }
+            if let Ok(mut conn) = pool.acquire(Duration::from_secs(1)).await {
+                self.load_catalog(&pool.login.database, &mut conn).await;
+                conn.release();
+            }
+        }
     }
 
     /// Clients connected right now.
@@ -218,6 +269,9 @@ impl Router {
         ));
         tokio::spawn(crate::http::serve(http, shared.clone()));
         tokio::spawn(reaper(shared.clone()));
+        if shared.config.routing.enabled && !shared.replicas.list.is_empty() {
+            tokio::spawn(catalog_refresher(shared.clone()));
+        }
         info!(%addr, %http_addr, mode = ?shared.config.server.pool_mode, "pgrouter listening");
         Ok(Router {
             addr,
@@ -241,6 +295,40 @@ impl Router {
             p.close_idle();
         }
         matches!(done, Ok(Ok(_)))
+    }
+}
+
+fn rules_from(config: &Config, catalog: &HashMap<String, HashSet<String>>) -> FunctionRules {
+    let lower = |v: &Vec<String>| {
+        v.iter()
+            .map(|f| f.to_ascii_lowercase())
+            .collect::<HashSet<_>>()
+    };
+    let mut write = lower(&config.routing.write_functions);
+    for names in catalog.values() {
+        write.extend(names.iter().cloned());
+    }
+    FunctionRules {
+        write,
+        read_only: lower(&config.routing.read_only_functions),
+    }
+}
+
+/// Reloads the volatile-function catalog every `catalog_refresh`.
+async fn catalog_refresher(shared: Arc<Shared>) {
+    let period = shared
+        .config
+        .routing
+        .catalog_refresh
+        .get()
+        .max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.refresh_catalogs().await,
+            _ = shared.shutdown.wait() => return,
+        }
     }
 }
 

@@ -284,3 +284,32 @@ async fn mixed_pgbench_workload() {
         "replicas served only {served} of 2000 select-only transactions"
     );
 }
+
+/// A user-defined VOLATILE function may write: calls go to the primary (and
+/// succeed); a STABLE one is a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_user_functions_are_writes() {
+    let db = database("catalog");
+    primary_sql(
+        &db,
+        "CREATE TABLE hits (n int); GRANT ALL ON hits TO app; \
+         CREATE FUNCTION bump() RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO hits VALUES (1) RETURNING inet_server_port()'; \
+         CREATE FUNCTION peek() RETURNS int LANGUAGE sql STABLE AS 'SELECT inet_server_port()';",
+    );
+    wait_replicas_caught_up();
+    let r = router(|_| {}).await;
+    let c = connect(&r, &db).await;
+    let p = port_of(&c, "SELECT bump()").await;
+    assert_eq!(
+        p,
+        cluster().primary.port,
+        "a volatile function call must run on the primary"
+    );
+    let reader = connect(&r, &db).await;
+    let p = port_of(&reader, "SELECT peek()").await;
+    assert!(
+        replica_ports().contains(&p),
+        "a stable function call is a read, ran on {p}"
+    );
+    assert_eq!(primary_sql(&db, "SELECT count(*) FROM hits"), "1");
+}

@@ -78,6 +78,8 @@ pub struct RoutingConfig {
     pub write_functions: Vec<String>,
     /// Functions never treated as writes (overrides both lists).
     pub read_only_functions: Vec<String>,
+    /// How often the list of user-defined VOLATILE functions is reloaded.
+    pub catalog_refresh: HumanDuration,
 }
 
 impl Default for RoutingConfig {
@@ -93,6 +95,7 @@ impl Default for RoutingConfig {
             causal_wait: HumanDuration::from_secs(0),
             write_functions: Vec::new(),
             read_only_functions: Vec::new(),
+            catalog_refresh: HumanDuration::from_secs(60),
         }
     }
 }

@@ -119,12 +119,20 @@ pub async fn login(
     out.clear();
 
     let pool = shared.primary_pool(&user, &database);
-    if !pool.is_proven() {
+    let needs_catalog = shared.needs_catalog(&database);
+    if !pool.is_proven() || needs_catalog {
         // First client for this database: prove it exists (and that the
         // router can log in) now, so errors such as 3D000 come at login.
         let wait = shared.config.server.query_wait_timeout.get();
         match pool.acquire(wait).await {
-            Ok(conn) => conn.release(),
+            Ok(mut conn) => {
+                // Before any read of this database is routed: which of its
+                // functions write.
+                if needs_catalog {
+                    shared.load_catalog(&database, &mut conn).await;
+                }
+                conn.release()
+            }
             Err(e) => {
                 shared.pools.forget_unproven(&pool);
                 return Err(ClientError::fatal(e.sqlstate(), e.client_message()));

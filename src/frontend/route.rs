@@ -71,7 +71,7 @@ impl Session<'_> {
         if tag == b'P' && body.first().is_some_and(|&b| b != 0) {
             return Ok(Decision::Primary { write: true });
         }
-        if classify_cached(sql, &self.shared.function_rules).class == Class::Write {
+        if classify_cached(sql, &self.shared.function_rules.load()).class == Class::Write {
             return Ok(Decision::Primary { write: true });
         }
         Ok(
