@@ -19,6 +19,10 @@ SCALE=${SCALE:-10}
 # PgBouncer is single-threaded; by default pgrouter gets one session thread
 # too, so the comparison is per thread. ROUTER_WORKERS=0 means one per core.
 ROUTER_WORKERS=${ROUTER_WORKERS:-1}
+# ROUTE_SELF=1: routing on, with the primary itself listed as the only
+# replica, so reads are classified and routed but land on the same server:
+# compare with a run without it to see what routing costs the router.
+ROUTE_SELF=${ROUTE_SELF:-0}
 
 scripts/ensure-postgres.sh
 if ! command -v pgbouncer >/dev/null; then
@@ -68,6 +72,9 @@ port = $PG_PORT
 [pool]
 pool_size = $POOL_SIZE
 TOML
+if [ "$ROUTE_SELF" = 1 ]; then
+  printf '[[replicas]]\nname = "self"\nhost = "127.0.0.1"\nport = %s\n' "$PG_PORT" >> "$WORK/router.toml"
+fi
 "$BIN" --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 &
 ROUTER_PID=$!
 
@@ -112,7 +119,7 @@ run() { # name port pid mode clients
 mkdir -p bench-results
 OUT=bench-results/pgbench.md
 {
-  echo "pgbench -S, scale $SCALE, ${DURATION}s per run, -j 2, pool_size $POOL_SIZE, pgrouter worker_threads $ROUTER_WORKERS, $(nproc) cores, $(date -u +%Y-%m-%d)"
+  echo "pgbench -S, scale $SCALE, ${DURATION}s per run, -j 2, pool_size $POOL_SIZE, pgrouter worker_threads $ROUTER_WORKERS, routing to self $ROUTE_SELF, $(nproc) cores, $(date -u +%Y-%m-%d)"
   echo
   echo "| mode | clients | direct TPS | PgBouncer TPS | pgrouter TPS | PgBouncer CPU µs/txn | pgrouter CPU µs/txn | TPS ratio | CPU ratio |"
   echo "|---|---|---|---|---|---|---|---|---|"

@@ -132,19 +132,26 @@ impl Session<'_> {
     pub(super) async fn acquire_for_read(
         &mut self,
     ) -> Result<Result<(PooledConn, Option<usize>), Refusal>, ClientError> {
-        let routing = self.shared.config.routing.clone();
+        // Copy the few settings used (a clone of the whole section would
+        // allocate on every read).
+        let routing = &self.shared.config.routing;
+        let (ryw, causal_wait, fallback, primary_reads) = (
+            routing.read_your_writes,
+            routing.causal_wait.get(),
+            routing.fallback,
+            routing.primary_reads,
+        );
         let now = Instant::now();
         let pos = self.position();
-        let pinned = routing.read_your_writes == ReadYourWrites::Time
-            && pos.pinned_until.is_some_and(|t| now < t);
-        let min_lsn = if routing.read_your_writes == ReadYourWrites::Lsn {
+        let pinned = ryw == ReadYourWrites::Time && pos.pinned_until.is_some_and(|t| now < t);
+        let min_lsn = if ryw == ReadYourWrites::Lsn {
             pos.lsn
         } else {
             0
         };
         let n = self.shared.replicas.list.len();
         self.reads = self.reads.wrapping_add(1);
-        let primary_turn = routing.primary_reads && self.reads.is_multiple_of(n as u64 + 1);
+        let primary_turn = primary_reads && self.reads.is_multiple_of(n as u64 + 1);
         if !pinned && !primary_turn {
             for _ in 0..n {
                 let Some((idx, known)) = self.shared.replicas.pick(now, min_lsn) else {
@@ -165,7 +172,7 @@ impl Session<'_> {
                 if min_lsn > 0
                     && !known
                     && !self
-                        .caught_up(&mut conn, &replica, min_lsn, routing.causal_wait.get())
+                        .caught_up(&mut conn, &replica, min_lsn, causal_wait)
                         .await
                 {
                     conn.release();
@@ -174,7 +181,7 @@ impl Session<'_> {
                 replica.outstanding.fetch_add(1, Ordering::Relaxed);
                 return Ok(Ok((conn, Some(idx))));
             }
-            if routing.fallback == Fallback::Error && min_lsn == 0 {
+            if fallback == Fallback::Error && min_lsn == 0 {
                 return Ok(Err((
                     sqlstate::CANNOT_CONNECT_NOW.to_string(),
                     "pgrouter: no replica is available for this read (fallback = \"error\")".into(),

@@ -52,6 +52,38 @@ impl Replica {
     }
 }
 
+/// A small inline list of replica indexes (spills to the heap past 16).
+#[derive(Default)]
+struct Candidates {
+    inline: [usize; 16],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Candidates {
+    fn push(&mut self, i: usize) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = i;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(i);
+        }
+        self.len += 1;
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn as_slice(&self) -> &[usize] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
 pub struct Replicas {
     pub list: Vec<Arc<Replica>>,
     policy: LoadBalance,
@@ -69,24 +101,27 @@ impl Replicas {
 
     /// Picks a usable replica. With `min_lsn`, prefers replicas already known
     /// to have replayed it; `Some((idx, known))` tells whether it is known.
+    /// Allocation-free for up to 16 replicas (it runs on every read).
     pub fn pick(&self, now: Instant, min_lsn: u64) -> Option<(usize, bool)> {
-        let usable: Vec<usize> = (0..self.list.len())
-            .filter(|&i| self.list[i].is_usable(now))
-            .collect();
+        let mut usable = Candidates::default();
+        let mut caught_up = Candidates::default();
+        for (i, r) in self.list.iter().enumerate() {
+            if r.is_usable(now) {
+                usable.push(i);
+                if r.replay_lsn.load(Ordering::Relaxed) >= min_lsn {
+                    caught_up.push(i);
+                }
+            }
+        }
         if usable.is_empty() {
             return None;
         }
-        let caught_up: Vec<usize> = usable
-            .iter()
-            .copied()
-            .filter(|&i| self.list[i].replay_lsn.load(Ordering::Relaxed) >= min_lsn)
-            .collect();
         let (candidates, known) = if caught_up.is_empty() {
             (usable, false)
         } else {
             (caught_up, true)
         };
-        Some((self.choose(&candidates), known))
+        Some((self.choose(candidates.as_slice()), known))
     }
 
     fn choose(&self, candidates: &[usize]) -> usize {
