@@ -141,9 +141,9 @@ impl Session<'_> {
             routing.fallback,
             routing.primary_reads,
         );
-        let now = Instant::now();
         let pos = self.position();
-        let pinned = ryw == ReadYourWrites::Time && pos.pinned_until.is_some_and(|t| now < t);
+        let pinned =
+            ryw == ReadYourWrites::Time && pos.pinned_until.is_some_and(|t| Instant::now() < t);
         let min_lsn = if ryw == ReadYourWrites::Lsn {
             pos.lsn
         } else {
@@ -154,7 +154,7 @@ impl Session<'_> {
         let primary_turn = primary_reads && self.reads.is_multiple_of(n as u64 + 1);
         if !pinned && !primary_turn {
             for _ in 0..n {
-                let Some((idx, known)) = self.shared.replicas.pick(now, min_lsn) else {
+                let Some((idx, known)) = self.shared.replicas.pick(Instant::now, min_lsn) else {
                     break;
                 };
                 let replica = self.shared.replicas.list[idx].clone();
@@ -164,7 +164,7 @@ impl Session<'_> {
                     Err(PoolError::Backend(e)) => {
                         // Nothing was sent yet: try elsewhere.
                         tracing::warn!(replica = %replica.target, error = %e, "replica unavailable; marking it down");
-                        replica.mark_down(now);
+                        replica.mark_down(Instant::now());
                         continue;
                     }
                     Err(e) => return Ok(Err((e.sqlstate().to_string(), e.client_message()))),

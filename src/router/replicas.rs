@@ -7,7 +7,7 @@
 
 use crate::backend::Target;
 use crate::config::LoadBalance;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ pub struct Replica {
     pub outstanding: AtomicUsize,
     /// Highest `pg_last_wal_replay_lsn()` seen (0: unknown).
     pub replay_lsn: AtomicU64,
+    /// Set while `down_until` holds a time: the common case (all up) then
+    /// costs one atomic load per read, no lock and no clock read.
+    down: AtomicBool,
     down_until: Mutex<Option<Instant>>,
 }
 
@@ -30,6 +33,7 @@ impl Replica {
             weight: weight.max(1),
             outstanding: AtomicUsize::new(0),
             replay_lsn: AtomicU64::new(0),
+            down: AtomicBool::new(false),
             down_until: Mutex::new(None),
         }
     }
@@ -41,12 +45,24 @@ impl Replica {
     pub fn mark_down(&self, now: Instant) {
         if let Ok(mut d) = self.down_until.lock() {
             *d = Some(now + DOWN_BACKOFF);
+            self.down.store(true, Ordering::Release);
         }
     }
 
-    pub fn is_usable(&self, now: Instant) -> bool {
+    /// `now` is read only if this replica was marked down.
+    pub fn is_usable(&self, now: impl FnOnce() -> Instant) -> bool {
+        if !self.down.load(Ordering::Acquire) {
+            return true;
+        }
         match self.down_until.lock() {
-            Ok(d) => d.is_none_or(|until| now >= until),
+            Ok(mut d) => match *d {
+                Some(until) if now() < until => false,
+                _ => {
+                    *d = None;
+                    self.down.store(false, Ordering::Release);
+                    true
+                }
+            },
             Err(_) => true,
         }
     }
@@ -102,11 +118,11 @@ impl Replicas {
     /// Picks a usable replica. With `min_lsn`, prefers replicas already known
     /// to have replayed it; `Some((idx, known))` tells whether it is known.
     /// Allocation-free for up to 16 replicas (it runs on every read).
-    pub fn pick(&self, now: Instant, min_lsn: u64) -> Option<(usize, bool)> {
+    pub fn pick(&self, now: impl Fn() -> Instant, min_lsn: u64) -> Option<(usize, bool)> {
         let mut usable = Candidates::default();
         let mut caught_up = Candidates::default();
         for (i, r) in self.list.iter().enumerate() {
-            if r.is_usable(now) {
+            if r.is_usable(&now) {
                 usable.push(i);
                 if r.replay_lsn.load(Ordering::Relaxed) >= min_lsn {
                     caught_up.push(i);
@@ -191,7 +207,7 @@ mod tests {
         let now = Instant::now();
         let mut counts = [0; 2];
         for _ in 0..400 {
-            counts[r.pick(now, 0).map(|p| p.0).unwrap_or(9)] += 1;
+            counts[r.pick(|| now, 0).map(|p| p.0).unwrap_or(9)] += 1;
         }
         assert_eq!(counts, [100, 300]);
     }
@@ -201,7 +217,7 @@ mod tests {
         let r = replicas(&[1, 1], LoadBalance::LeastOutstanding);
         r.list[0].outstanding.store(5, Ordering::Relaxed);
         for _ in 0..10 {
-            assert_eq!(r.pick(Instant::now(), 0).map(|p| p.0), Some(1));
+            assert_eq!(r.pick(Instant::now, 0).map(|p| p.0), Some(1));
         }
     }
 
@@ -211,14 +227,14 @@ mod tests {
         let now = Instant::now();
         r.list[1].observe_replay(100);
         for _ in 0..5 {
-            assert_eq!(r.pick(now, 50), Some((1, true)));
+            assert_eq!(r.pick(|| now, 50), Some((1, true)));
         }
         // Nobody known at 200: any usable one, flagged unknown.
-        assert!(matches!(r.pick(now, 200), Some((_, false))));
+        assert!(matches!(r.pick(|| now, 200), Some((_, false))));
         r.list[1].mark_down(now);
-        assert_eq!(r.pick(now, 50), Some((0, false)));
+        assert_eq!(r.pick(|| now, 50), Some((0, false)));
         r.list[0].mark_down(now);
-        assert_eq!(r.pick(now, 0), None);
-        assert!(r.pick(now + DOWN_BACKOFF, 0).is_some());
+        assert_eq!(r.pick(|| now, 0), None);
+        assert!(r.pick(|| now + DOWN_BACKOFF, 0).is_some());
     }
 }
