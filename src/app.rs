@@ -81,6 +81,7 @@ pub struct Shared {
     catalog: Mutex<HashMap<String, HashSet<String>>>,
     /// Read-your-writes positions per user (`consistency_scope = "user"`).
     pub user_positions: UserPositions,
+    pub route_stats: crate::router::RouteStats,
     pub users: HashMap<String, Arc<UserEntry>>,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
@@ -128,6 +129,7 @@ impl Shared {
             function_rules,
             catalog: Mutex::new(HashMap::new()),
             user_positions: UserPositions::default(),
+            route_stats: Default::default(),
             users,
             pools: Pools::default(),
             cancels: Arc::new(CancelRegistry::default()),

@@ -313,3 +313,33 @@ async fn volatile_user_functions_are_writes() {
     );
     assert_eq!(primary_sql(&db, "SELECT count(*) FROM hits"), "1");
 }
+
+/// Session mode with replicas: reads are routed per transaction until the
+/// first write, then the session keeps one primary connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_pins_to_the_primary_after_the_first_write() {
+    let (db, _, _) = setup("session_pin").await;
+    let r = router(|c| c.server.pool_mode = pgrouter::config::PoolMode::Session).await;
+    let c = connect(&r, &db).await;
+    let p = port_of(&c, "SELECT inet_server_port()").await;
+    assert!(
+        replica_ports().contains(&p),
+        "reads before any write may use a replica, ran on {p}"
+    );
+    let pid = port_of(
+        &c,
+        "INSERT INTO t VALUES (99, 'w') RETURNING pg_backend_pid()",
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            port_of(&c, "SELECT inet_server_port()").await,
+            cluster().primary.port
+        );
+        assert_eq!(
+            port_of(&c, "SELECT pg_backend_pid()").await,
+            pid,
+            "one server session after the write"
+        );
+    }
+}

@@ -8,12 +8,12 @@
 
 use super::session::Session;
 use super::ClientError;
-use crate::config::{ConsistencyScope, Fallback, PoolMode, ReadYourWrites};
+use crate::config::{ConsistencyScope, Fallback, ReadYourWrites};
 use crate::pool::{Pool, PoolError, PooledConn};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{parse, sqlstate};
 use crate::router::cache::classify_cached;
-use crate::router::classify::Class;
+use crate::router::classify::{Class, Reason};
 use crate::router::consistency::Position;
 use crate::router::hint::{self, Route};
 use crate::router::lsn;
@@ -55,12 +55,10 @@ impl Session<'_> {
             }
         }
         let routing = &self.shared.config.routing;
-        if !routing.enabled
-            || self.shared.replicas.list.is_empty()
-            || self.mode == PoolMode::Session
-        {
+        if !routing.enabled || self.shared.replicas.list.is_empty() || self.session_pinned {
             return Ok(Decision::Primary { write: false });
         }
+        let stats = &self.shared.route_stats;
         // Bind/Execute of a statement prepared in an earlier transaction,
         // FunctionCall...: the router cannot see the SQL, so the primary.
         let Some(sql) = sql else {
@@ -69,9 +67,19 @@ impl Session<'_> {
         // A named statement is executed by a later Bind the router cannot
         // classify (it goes to the primary), so it is prepared there too.
         if tag == b'P' && body.first().is_some_and(|&b| b != 0) {
+            stats.writes.fetch_add(1, Ordering::Relaxed);
             return Ok(Decision::Primary { write: true });
         }
-        if classify_cached(sql, &self.shared.function_rules.load()).class == Class::Write {
+        let c = classify_cached(sql, &self.shared.function_rules.load());
+        if c.class == Class::Write {
+            if c.reason == Reason::ParseFailure {
+                tracing::debug!(%sql, "statement not parsed; sent to the primary");
+                stats.parse_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            if hint::leading_hint(sql) == Some(Route::Replica) {
+                stats.replica_hints_ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.writes.fetch_add(1, Ordering::Relaxed);
             return Ok(Decision::Primary { write: true });
         }
         Ok(
@@ -179,6 +187,10 @@ impl Session<'_> {
                     break;
                 }
                 replica.outstanding.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .route_stats
+                    .reads_on_replica
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(Ok((conn, Some(idx))));
             }
             if fallback == Fallback::Error && min_lsn == 0 {
@@ -187,6 +199,13 @@ impl Session<'_> {
                     "pgrouter: no replica is available for this read (fallback = \"error\")".into(),
                 )));
             }
+        }
+        let stats = &self.shared.route_stats;
+        stats.reads_on_primary.fetch_add(1, Ordering::Relaxed);
+        if min_lsn > 0 && !pinned && !primary_turn {
+            stats
+                .reads_kept_for_consistency
+                .fetch_add(1, Ordering::Relaxed);
         }
         let pool = self.login.pool.clone();
         Ok(match self.acquire_from(pool).await? {

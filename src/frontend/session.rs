@@ -17,7 +17,7 @@ use super::stream::ClientStream;
 use super::ClientError;
 use crate::app::Shared;
 use crate::backend::{reset, BackendError};
-use crate::config::PoolMode;
+use crate::config::{ConsistencyScope, PoolMode, ReadYourWrites};
 use crate::pool::{Pool, PoolError, PooledConn};
 use crate::protocol::framing;
 use crate::protocol::messages::{self, Severity};
@@ -57,6 +57,10 @@ pub struct Session<'a> {
     loan_replica: Option<usize>,
     /// The current loan may write (read-your-writes records it).
     loan_wrote: bool,
+    /// Session mode: holding a primary connection until the client leaves.
+    /// With replicas, a session-mode client's reads are routed transaction
+    /// by transaction until its first write pins it to the primary.
+    pub(super) session_pinned: bool,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up.
@@ -80,6 +84,8 @@ pub async fn run(
         reads: 0,
         loan_replica: None,
         loan_wrote: false,
+        session_pinned: shared.config.server.pool_mode == PoolMode::Session
+            && (!shared.config.routing.enabled || shared.replicas.list.is_empty()),
     };
     let result = s.serve().await;
     if let Err(e) = &result {
@@ -142,6 +148,9 @@ impl Session<'_> {
                 }
                 Decision::Primary { write } => {
                     self.loan_wrote = write;
+                    if write && self.mode == PoolMode::Session {
+                        self.session_pinned = true;
+                    }
                     let pool = self.login.pool.clone();
                     self.acquire_from(pool)
                         .await?
@@ -170,6 +179,13 @@ impl Session<'_> {
                 Relay::Idle => {
                     if self.loan_wrote && self.loan_replica.is_none() {
                         self.record_write().await;
+                    }
+                    if !self.out.is_empty() {
+                        // The held-back ReadyForQuery: only now that the
+                        // write position is published may the client go on.
+                        let r = self.flush_out().await;
+                        self.out.clear();
+                        r?;
                     }
                     self.detach();
                 }
@@ -330,15 +346,25 @@ impl Session<'_> {
     /// Relays in both directions until the transaction ends (transaction
     /// mode), or until the client terminates.
     async fn relay(&mut self) -> Result<Relay, ClientError> {
-        let stop_when_idle = self.mode == PoolMode::Transaction;
+        let stop_when_idle = self.mode == PoolMode::Transaction || !self.session_pinned;
         // On a replica, forward up to one sync point at a time: a pipelined
         // write behind a read must be routed anew, not sent to a replica.
         let one_sync = self.loan_replica.is_some();
+        // In user scope, another connection of the same user may read as soon
+        // as this client sees its commit, so the final ReadyForQuery of a
+        // write transaction waits until the write position is published.
+        let routing = &self.shared.config.routing;
+        let hold_ready = self.loan_wrote
+            && self.loan_replica.is_none()
+            && routing.consistency_scope == ConsistencyScope::User
+            && routing.read_your_writes != ReadYourWrites::Off;
+        self.out.clear();
         let Session {
             client,
             server,
             login,
             desired_fp,
+            out,
             ..
         } = self;
         let Some(server) = server.as_mut() else {
@@ -403,7 +429,15 @@ impl Session<'_> {
                     }
                     match fed.idle_at {
                         Some(end) => {
-                            client.write_all(&conn.buf[..end]).await?;
+                            let rfq = end.checked_sub(6).filter(|&s| conn.buf[s..end].starts_with(b"Z\0\0\0\x05"));
+                            let cut = match (hold_ready, rfq) {
+                                (true, Some(start)) => {
+                                    out.extend_from_slice(&conn.buf[start..end]);
+                                    start
+                                }
+                                _ => end,
+                            };
+                            client.write_all(&conn.buf[..cut]).await?;
                             if end < conn.buf.len() {
                                 // Bytes after the final ReadyForQuery of an idle
                                 // session: not for this client; never reuse.
@@ -432,7 +466,7 @@ impl Session<'_> {
             return;
         };
         let timeout = self.shared.config.server.server_reset_timeout.get();
-        if self.mode == PoolMode::Session && server.is_reusable() {
+        if self.session_pinned && server.is_reusable() {
             let q = self
                 .shared
                 .config
