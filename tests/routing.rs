@@ -343,3 +343,50 @@ async fn session_mode_pins_to_the_primary_after_the_first_write() {
         );
     }
 }
+
+/// `BEGIN` then `SET TRANSACTION READ ONLY` as separate statements: the
+/// transaction may run on a replica; a plain BEGIN followed by anything else
+/// runs on the primary (and commits there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_then_set_transaction_read_only_runs_on_a_replica() {
+    let (db, r, _) = setup("deferred_begin").await;
+    let primary = cluster().primary.port;
+    let c = connect(&r, &db).await;
+    c.batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.batch_execute("SET TRANSACTION READ ONLY")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = port_of(&c, "SELECT inet_server_port()").await;
+    assert!(
+        replica_ports().contains(&p),
+        "read-only transaction ran on {p}"
+    );
+    let e = c
+        .batch_execute("INSERT INTO t VALUES (5, 'no')")
+        .await
+        .err()
+        .map(|e| code(&e));
+    assert_eq!(
+        e.as_deref(),
+        Some("25006"),
+        "writes fail inside a READ ONLY transaction"
+    );
+    c.batch_execute("ROLLBACK")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let w = connect(&r, &db).await;
+    w.batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(port_of(&w, "SELECT inet_server_port()").await, primary);
+    w.batch_execute("INSERT INTO t VALUES (6, 'yes')")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    w.batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(primary_sql(&db, "SELECT v FROM t WHERE id = 6"), "yes");
+}

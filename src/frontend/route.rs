@@ -13,7 +13,7 @@ use crate::pool::{Pool, PoolError, PooledConn};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{parse, sqlstate};
 use crate::router::cache::classify_cached;
-use crate::router::classify::{Class, Reason};
+use crate::router::classify::{is_plain_begin, is_set_transaction_read_only, Class, Reason};
 use crate::router::consistency::Position;
 use crate::router::hint::{self, Route};
 use crate::router::lsn;
@@ -29,6 +29,10 @@ pub(super) enum Decision {
     Read,
     /// `SET pgrouter.route`: answered by the router.
     SetRoute(Result<Route, String>),
+    /// A plain `BEGIN`: answered by the router; the transaction is routed by
+    /// its first statement (a replica if that is `SET TRANSACTION READ ONLY`)
+    /// and the BEGIN replayed there.
+    DeferBegin(String),
 }
 
 /// A failed read placement: (SQLSTATE, message).
@@ -70,6 +74,9 @@ impl Session<'_> {
             stats.writes.fetch_add(1, Ordering::Relaxed);
             return Ok(Decision::Primary { write: true });
         }
+        if tag == b'Q' && is_plain_begin(sql) {
+            return Ok(Decision::DeferBegin(sql.to_string()));
+        }
         let c = classify_cached(sql, &self.shared.function_rules.load());
         if c.class == Class::Write {
             if c.reason == Reason::ParseFailure {
@@ -88,6 +95,41 @@ impl Session<'_> {
                 Route::Replica | Route::Auto => Decision::Read,
             },
         )
+    }
+
+    /// Answers a plain BEGIN itself, then decides from the next message:
+    /// `SET TRANSACTION READ ONLY` may run on a replica, anything else is the
+    /// primary's. Returns None if the client left (nothing to clean up).
+    pub(super) async fn defer_begin(&mut self) -> Result<Option<Decision>, ClientError> {
+        if let Some(n) = self.client.complete_len()? {
+            let _ = self.client.buf.split_to(n);
+        }
+        self.out.clear();
+        messages::command_complete(&mut self.out, "BEGIN");
+        messages::ready_for_query(&mut self.out, b'T');
+        self.flush_out().await?;
+        self.out.clear();
+        let n = match self.client.fill_message().await {
+            Ok(n) => n,
+            Err(ClientError::Gone(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let msg = &self.client.buf[..n];
+        if msg[0] == b'X' {
+            return Ok(None);
+        }
+        let read_only = msg[0] == b'Q'
+            && parse::cstr(&msg[5..], "Query")
+                .is_ok_and(|(sql, _)| is_set_transaction_read_only(sql));
+        Ok(Some(if read_only {
+            Decision::Read
+        } else {
+            self.shared
+                .route_stats
+                .writes
+                .fetch_add(1, Ordering::Relaxed);
+            Decision::Primary { write: true }
+        }))
     }
 
     /// Answers `SET pgrouter.route` without a server.

@@ -16,6 +16,7 @@ use super::route::Decision;
 use super::stream::ClientStream;
 use super::ClientError;
 use crate::app::Shared;
+use crate::backend::tracker::TxStatus;
 use crate::backend::{reset, BackendError};
 use crate::config::{ConsistencyScope, PoolMode, ReadYourWrites};
 use crate::pool::{Pool, PoolError, PooledConn};
@@ -141,11 +142,21 @@ impl Session<'_> {
                 }
                 _ => {}
             }
-            let placed = match self.decide()? {
+            let mut decision = self.decide()?;
+            let mut replay_begin = None;
+            if let Decision::DeferBegin(begin) = decision {
+                match self.defer_begin().await? {
+                    Some(d) => decision = d,
+                    None => return Ok(()),
+                }
+                replay_begin = Some(begin);
+            }
+            let placed = match decision {
                 Decision::SetRoute(r) => {
                     self.answer_set_route(r).await?;
                     continue;
                 }
+                Decision::DeferBegin(_) => unreachable!("resolved above"),
                 Decision::Primary { write } => {
                     self.loan_wrote = write;
                     if write && self.mode == PoolMode::Session {
@@ -174,6 +185,11 @@ impl Session<'_> {
                 self.end_replica_loan();
                 self.fail_request(e.sqlstate(), &e.client_message()).await?;
                 continue;
+            }
+            if let Some(begin) = replay_begin {
+                // The client already holds our BEGIN's answer: open the
+                // transaction on the server it was routed to.
+                self.replay_begin(&begin).await?;
             }
             match self.relay().await? {
                 Relay::Idle => {
@@ -325,6 +341,25 @@ impl Session<'_> {
         self.desired_fp = self.login.desired.fingerprint();
         server.synced_fp = self.desired_fp;
         Ok(Ok(()))
+    }
+
+    async fn replay_begin(&mut self, begin: &str) -> Result<(), ClientError> {
+        let timeout = self.shared.config.server.server_reset_timeout.get();
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        match server.run_internal(begin, timeout).await {
+            Ok(None) if server.tracker.status() == TxStatus::InTransaction => Ok(()),
+            Ok(Some(e)) => Err(ClientError::fatal(
+                &e.code,
+                format!("pgrouter: cannot open the transaction: {}", e.message),
+            )),
+            Ok(None) => Err(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "pgrouter: the server did not open the transaction",
+            )),
+            Err(e) => Err(server_lost(e)),
+        }
     }
 
     fn detach(&mut self) {

@@ -374,6 +374,20 @@ fn keyword_fast_path(sql: &str) -> Option<Classification> {
     }
 }
 
+/// A lone `BEGIN`/`START TRANSACTION` that does not say READ ONLY (its
+/// route can wait for the transaction's first statement).
+pub fn is_plain_begin(sql: &str) -> bool {
+    keyword_fast_path(sql) == Some(Classification::write(Reason::Transaction))
+}
+
+/// `SET TRANSACTION ... READ ONLY` (as the first statement of a transaction).
+pub fn is_set_transaction_read_only(sql: &str) -> bool {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return false;
+    };
+    matches!(statements.as_slice(), [Statement::Set(sqlparser::ast::Set::SetTransaction { modes, session: false, .. })] if read_only(modes))
+}
+
 /// Read-only shapes sqlparser does not parse: `TABLE t`.
 fn fallback_rules(sql: &str) -> Option<Classification> {
     let t = sql.trim().trim_end_matches(';').trim();

@@ -143,3 +143,25 @@ fn reasons() {
     assert_eq!(r(""), Reason::Empty);
     assert_eq!(class("TABLE accounts"), Class::Read);
 }
+
+#[test]
+fn deferred_begin_helpers() {
+    assert!(is_plain_begin("BEGIN"));
+    assert!(is_plain_begin("begin;"));
+    assert!(is_plain_begin(
+        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+    ));
+    assert!(!is_plain_begin("BEGIN READ ONLY"));
+    assert!(!is_plain_begin("BEGIN; SELECT 1"));
+    assert!(is_set_transaction_read_only("SET TRANSACTION READ ONLY"));
+    assert!(is_set_transaction_read_only(
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+    ));
+    assert!(!is_set_transaction_read_only("SET TRANSACTION READ WRITE"));
+    assert!(!is_set_transaction_read_only(
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+    ));
+    assert!(!is_set_transaction_read_only(
+        "SET TRANSACTION READ ONLY; INSERT INTO t VALUES (1)"
+    ));
+}
