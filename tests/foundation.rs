@@ -118,27 +118,7 @@ fn pgbench_through_router(r: &TestRouter, db: &str, mode: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_select_only_simple_and_extended() {
     let db = database("pgbench");
-    let init = run_tool(
-        "pgbench",
-        &[
-            "-i",
-            "-s",
-            "1",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster().primary.port.to_string(),
-            "-U",
-            USER,
-            &db,
-        ],
-    );
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    pgbench_init(&db);
     let r = pooler(|c| c.pool.pool_size = 4).await;
     let r2 = std::sync::Arc::new(r);
     let rr = r2.clone();
@@ -157,14 +137,7 @@ async fn pipelined_extended_batch_with_several_syncs() {
     let mut c = RawClient::login(r.addr.port(), RAW_USER, &db).await;
     let mut batch = Vec::new();
     for i in 1..=3 {
-        let sql = format!("SELECT {i} * 10\0");
-        let mut parse = vec![0u8]; // unnamed statement
-        parse.extend_from_slice(sql.as_bytes());
-        parse.extend_from_slice(&0u16.to_be_bytes());
-        batch.extend(raw::msg(b'P', &parse));
-        batch.extend(raw::msg(b'B', b"\0\0\0\0\0\0\0\0"));
-        batch.extend(raw::msg(b'E', b"\0\0\0\0\0"));
-        batch.extend(raw::msg(b'S', b""));
+        batch.extend(raw::extended_query(&format!("SELECT {i} * 10")));
     }
     // An error in the middle batch must not disturb the others.
     let mut bad = vec![0u8];
@@ -515,16 +488,7 @@ async fn each_client_keeps_its_own_session_parameters() {
     .unwrap_or_else(|e| panic!("{e}"));
     let plain = connect(&r, &db).await;
     async fn show(c: &tokio_postgres::Client) -> String {
-        let rows = c
-            .simple_query("SHOW TimeZone")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        rows.iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .unwrap_or_default()
+        first_value(c, "SHOW TimeZone").await.unwrap_or_default()
     }
     plain
         .batch_execute("SET TimeZone = 'America/New_York'")

@@ -27,15 +27,9 @@ async fn setup(test: &str) -> String {
 }
 
 async fn count(c: &tokio_postgres::Client, id: i32) -> i64 {
-    let rows = c
-        .simple_query(&format!("SELECT count(*) FROM t WHERE id = {id}"))
+    first_value(c, &format!("SELECT count(*) FROM t WHERE id = {id}"))
         .await
-        .unwrap_or_else(|e| panic!("{}", describe(&e)));
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-            _ => None,
-        })
+        .and_then(|v| v.parse().ok())
         .unwrap_or(-1)
 }
 

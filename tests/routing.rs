@@ -129,13 +129,7 @@ async fn pipelined_write_behind_a_read_reaches_the_primary() {
         "SELECT inet_server_port()",
         "INSERT INTO t VALUES (42, 'p') RETURNING inet_server_port()",
     ] {
-        let mut parse = vec![0u8];
-        parse.extend_from_slice(sql.as_bytes());
-        parse.extend_from_slice(&[0, 0, 0]);
-        batch.extend(raw::msg(b'P', &parse));
-        batch.extend(raw::msg(b'B', b"\0\0\0\0\0\0\0\0"));
-        batch.extend(raw::msg(b'E', b"\0\0\0\0\0"));
-        batch.extend(raw::msg(b'S', b""));
+        batch.extend(raw::extended_query(sql));
     }
     c.send(&batch).await;
     let mut ports = Vec::new();
@@ -190,28 +184,7 @@ async fn dead_replica_reads_fall_back_without_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_pgbench_workload() {
     let db = database("mixed");
-    let port = cluster().primary.port.to_string();
-    let init = run_tool(
-        "pgbench",
-        &[
-            "-i",
-            "-s",
-            "1",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            USER,
-            &db,
-        ],
-    );
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    pgbench_init(&db);
     wait_replicas_caught_up();
     let r = router(|c| c.pool.pool_size = 6).await;
     // Loans per server, counted by the router's pools for this database.

@@ -198,18 +198,50 @@ pub fn run_tool(program: &str, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
-/// The port a statement ran on, through a tokio-postgres client (simple protocol).
-pub async fn port_of(c: &tokio_postgres::Client, sql: &str) -> u16 {
+/// The first column of the first row of a simple-protocol query, as text.
+pub async fn first_value(c: &tokio_postgres::Client, sql: &str) -> Option<String> {
     let rows = c
         .simple_query(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-            _ => None,
-        })
+    rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+/// The port a statement ran on, through a tokio-postgres client (simple protocol).
+pub async fn port_of(c: &tokio_postgres::Client, sql: &str) -> u16 {
+    first_value(c, sql)
+        .await
+        .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{sql}: no port in the result"))
+}
+
+/// `pgbench -i -s 1` on the primary (as the test user).
+pub fn pgbench_init(db: &str) {
+    let port = cluster().primary.port.to_string();
+    let out = run_tool(
+        "pgbench",
+        &[
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            USER,
+            db,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn replica_ports() -> Vec<u16> {

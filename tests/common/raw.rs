@@ -29,6 +29,20 @@ pub fn startup_packet(minor: u16, params: &[(&str, &str)]) -> Vec<u8> {
     p
 }
 
+/// Parse (unnamed statement, no parameters) + Bind + Execute + Sync.
+pub fn extended_query(sql: &str) -> Vec<u8> {
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    [
+        msg(b'P', &parse),
+        msg(b'B', b"\0\0\0\0\0\0\0\0"),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'S', b""),
+    ]
+    .concat()
+}
+
 pub fn query(sql: &str) -> Vec<u8> {
     let mut b = sql.as_bytes().to_vec();
     b.push(0);
