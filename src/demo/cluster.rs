@@ -296,6 +296,22 @@ impl PgCluster {
         Ok(())
     }
 
+    /// The `[primary]` and `[[replicas]]` sections of a router.toml that
+    /// points at this cluster.
+    pub fn backends_toml(&self) -> String {
+        let mut text = format!(
+            "[primary]\nhost = \"127.0.0.1\"\nport = {}\n",
+            self.primary.port
+        );
+        for r in &self.replicas {
+            text.push_str(&format!(
+                "\n[[replicas]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
+                r.name, r.port
+            ));
+        }
+        text
+    }
+
     /// Puts `rule` first in the primary's pg_hba.conf and reloads it.
     pub fn prepend_hba_rule(&self, rule: &str) -> Result<(), ClusterError> {
         let path = self.primary.datadir.join("pg_hba.conf");

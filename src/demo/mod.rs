@@ -20,18 +20,11 @@ pub enum DemoError {
 
 /// The demo's config: the given ports, user "app" / password "app".
 pub fn demo_config(listen: &str, http: &str, cluster: &PgCluster) -> Result<Config, DemoError> {
-    let mut text = format!(
+    let text = format!(
         "[server]\nlisten = \"{listen}\"\nhttp_listen = \"{http}\"\n\n\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\n\
-         [primary]\nhost = \"127.0.0.1\"\nport = {}\n",
-        cluster.primary.port
+         [[users]]\nname = \"app\"\npassword = \"app\"\n\n{}",
+        cluster.backends_toml()
     );
-    for r in &cluster.replicas {
-        text.push_str(&format!(
-            "\n[[replicas]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
-            r.name, r.port
-        ));
-    }
     Ok(Config::parse(&text, "demo")?)
 }
 

@@ -74,20 +74,12 @@ pub fn primary_sql(db: &str, sql: &str) -> String {
 
 /// The base config for tests: free ports, the test users, the cluster.
 pub fn config() -> Config {
-    let c = cluster();
-    let mut text = format!(
+    let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nlog_level = \"debug\"\n\
          [[users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n\
-         [[users]]\nname = \"{RAW_USER}\"\nauth = \"trust\"\nserver_password = \"{RAW_PASSWORD}\"\n\
-         [primary]\nhost = \"127.0.0.1\"\nport = {}\n",
-        c.primary.port
+         [[users]]\nname = \"{RAW_USER}\"\nauth = \"trust\"\nserver_password = \"{RAW_PASSWORD}\"\n{}",
+        cluster().backends_toml()
     );
-    for r in &c.replicas {
-        text.push_str(&format!(
-            "[[replicas]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
-            r.name, r.port
-        ));
-    }
     Config::parse(&text, "test").unwrap_or_else(|e| panic!("{e}"))
 }
 
