@@ -5,6 +5,11 @@ use crate::backend::connect::Login;
 use crate::backend::{Role, Target};
 use crate::config::{Config, ConfigError, UserConfig};
 use crate::frontend::cancel::CancelRegistry;
+use crate::lag::elect::Writer;
+use crate::lag::health::{State, Thresholds};
+use crate::lag::probe::ProbeLogin;
+use crate::lag::{Monitor, Node, NodeStatus};
+use crate::pool::breaker::Breaker;
 use crate::pool::{Pool, PoolSettings, Pools};
 use crate::router::classify::FunctionRules;
 use crate::router::consistency::UserPositions;
@@ -74,6 +79,8 @@ pub struct Shared {
     pub config: Config,
     pub primary: Arc<Target>,
     pub replicas: Replicas,
+    /// Health, lag and roles of every server (docs/lag.md).
+    pub monitor: Monitor,
     /// Which functions make a statement a write: built-ins, configured, and
     /// the primary's user-defined volatile functions. Swapped on refresh.
     pub function_rules: ArcSwap<FunctionRules>,
@@ -101,22 +108,53 @@ impl Shared {
             host: config.primary.host.clone(),
             port: config.primary.port,
         });
-        let replicas = config
-            .replicas
-            .iter()
-            .map(|r| {
-                Arc::new(Replica::new(
-                    Arc::new(Target {
-                        name: r.name.clone(),
-                        role: Role::Replica,
-                        host: r.host.clone(),
-                        port: r.port,
-                    }),
-                    r.weight,
-                ))
-            })
-            .collect();
+        let monitored = config.lag.enabled && config.routing.enabled;
+        let initial = if monitored {
+            State::Starting
+        } else {
+            State::Healthy
+        };
+        let status = || {
+            Arc::new(NodeStatus::new(
+                initial,
+                Arc::new(Breaker::new(
+                    config.lag.breaker_failures,
+                    config.lag.breaker_cooldown.get(),
+                )),
+            ))
+        };
+        let mut nodes = vec![Node {
+            target: primary.clone(),
+            status: status(),
+        }];
+        let mut replicas = Vec::new();
+        for r in &config.replicas {
+            let node = Node {
+                target: Arc::new(Target {
+                    name: r.name.clone(),
+                    role: Role::Replica,
+                    host: r.host.clone(),
+                    port: r.port,
+                }),
+                status: status(),
+            };
+            replicas.push(Arc::new(Replica::with_status(
+                node.target.clone(),
+                r.weight,
+                node.status.clone(),
+            )));
+            nodes.push(node);
+        }
         let replicas = Replicas::new(replicas, config.routing.load_balance);
+        let l = &config.lag;
+        let thresholds = Thresholds {
+            max_lag: l.max_lag.get(),
+            max_lag_bytes: l.max_lag_bytes,
+            readmit_lag: l.readmit_lag(),
+            readmit_lag_bytes: l.max_lag_bytes / 2,
+            readmit_probes: l.readmit_probes,
+        };
+        let monitor = Monitor::new(nodes, thresholds, config.routing.discover_roles, monitored);
         let function_rules = ArcSwap::from_pointee(rules_from(&config, &HashMap::new()));
         let users = config
             .users
@@ -126,6 +164,7 @@ impl Shared {
         Self {
             primary,
             replicas,
+            monitor,
             function_rules,
             catalog: Mutex::new(HashMap::new()),
             user_positions: UserPositions::default(),
@@ -168,8 +207,51 @@ impl Shared {
             password: user.server_password.clone(),
             database: database.to_string(),
         };
+        let breaker = self
+            .monitor
+            .nodes
+            .iter()
+            .find(|n| Arc::ptr_eq(&n.target, target))
+            .map(|n| n.status.breaker.clone())
+            .unwrap_or_else(|| Arc::new(Breaker::new(0, Duration::from_secs(1))));
         self.pools
-            .get_or_create(target, &login, || self.pool_settings())
+            .get_or_create(target, &login, || self.pool_settings(), &breaker)
+    }
+
+    /// The pool of the server that takes writes now, or why there is none.
+    pub fn writer_pool(&self, user: &UserEntry, database: &str) -> Result<Arc<Pool>, String> {
+        match &**self.monitor.writer() {
+            Writer::Node(i) => Ok(match self.monitor.nodes.get(*i) {
+                Some(n) if *i > 0 => self.pool_for(&n.target.clone(), user, database),
+                _ => self.primary_pool(user, database),
+            }),
+            Writer::Refused(reason) => Err(reason.clone()),
+        }
+    }
+
+    /// How the monitor logs in: `[lag] monitor_user` or the first user's
+    /// server login.
+    fn probe_login(&self) -> ProbeLogin {
+        let l = &self.config.lag;
+        let first = self
+            .config
+            .users
+            .first()
+            .and_then(|u| self.users.get(&u.name));
+        let (user, password) = match (&l.monitor_user, first) {
+            (Some(u), _) => (u.clone(), l.monitor_password.clone()),
+            (None, Some(e)) => (
+                e.server_user.clone(),
+                l.monitor_password.clone().or(e.server_password.clone()),
+            ),
+            (None, None) => ("postgres".into(), l.monitor_password.clone()),
+        };
+        ProbeLogin {
+            user,
+            password,
+            database: l.monitor_database.clone(),
+            timeout: l.probe_timeout.get(),
+        }
     }
 
     /// Loads `database`'s volatile functions on `conn` (a primary
@@ -273,6 +355,16 @@ impl Router {
         tokio::spawn(reaper(shared.clone()));
         if shared.config.routing.enabled && !shared.replicas.list.is_empty() {
             tokio::spawn(catalog_refresher(shared.clone()));
+        }
+        if shared.config.lag.enabled && shared.config.routing.enabled {
+            let login = shared.probe_login();
+            for idx in 0..shared.monitor.nodes.len() {
+                tokio::spawn(crate::lag::monitor::run(shared.clone(), idx, login.clone()));
+            }
+            // Replicas take reads only once probed: give the first round a
+            // moment so a fresh router does not start on the primary alone.
+            let limit = shared.config.lag.probe_timeout.get() + Duration::from_millis(250);
+            crate::lag::monitor::first_round(&shared, limit).await;
         }
         info!(%addr, %http_addr, mode = ?shared.config.server.pool_mode, "pgrouter listening");
         Ok(Router {

@@ -6,7 +6,8 @@
 //! - [`frontend`]: the client side: listener, handshake, per-client session loop, cancel.
 //! - [`backend`]: connections to PostgreSQL servers: login, response tracking, reset.
 //! - [`router`]: read/write classification of statements (sqlparser), with caches.
-//! - [`pool`]: bounded pools of server connections with FIFO wait and idle/lifetime expiry.
+//! - [`pool`]: bounded pools of server connections with FIFO wait, idle/lifetime expiry and a circuit breaker per server.
+//! - [`lag`]: the health and lag monitor: replica eviction with hysteresis, which server takes writes.
 //! - [`config`]: `router.toml` model, duration parsing, validation.
 //! - [`app`]: wiring of listeners, background tasks and graceful drain.
 //! - [`http`]: health endpoints.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod frontend;
 pub mod http;
+pub mod lag;
 pub mod pool;
 pub mod protocol;
 pub mod router;

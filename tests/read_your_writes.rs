@@ -26,6 +26,12 @@ async fn setup(test: &str) -> String {
     db
 }
 
+/// The replicas here are 1 s behind on purpose: keep the lag monitor from
+/// evicting them (the checker needs reads on lagging replicas).
+fn tolerate_delay(c: &mut pgrouter::config::Config) {
+    c.lag.max_lag = pgrouter::config::HumanDuration::from_secs(60);
+}
+
 async fn count(c: &tokio_postgres::Client, id: i32) -> i64 {
     first_value(c, &format!("SELECT count(*) FROM t WHERE id = {id}"))
         .await
@@ -57,7 +63,11 @@ async fn stale_reads(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lsn_mode_never_reads_stale_data_and_returns_to_replicas() {
     let db = setup("ryw_lsn").await;
-    let r = router(|c| c.routing.read_your_writes = ReadYourWrites::Lsn).await;
+    let r = router(|c| {
+        tolerate_delay(c);
+        c.routing.read_your_writes = ReadYourWrites::Lsn
+    })
+    .await;
     let c = connect(&r, &db).await;
     let stale = stale_reads(&c, &c, 0, 200).await;
     assert_eq!(stale, 0, "stale reads with read_your_writes = lsn");
@@ -80,6 +90,7 @@ async fn lsn_mode_never_reads_stale_data_and_returns_to_replicas() {
 async fn user_scope_covers_the_users_other_connections() {
     let db = setup("ryw_user").await;
     let r = router(|c| {
+        tolerate_delay(c);
         c.routing.read_your_writes = ReadYourWrites::Lsn;
         c.routing.consistency_scope = ConsistencyScope::User;
     })
@@ -98,7 +109,11 @@ async fn user_scope_covers_the_users_other_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_mode_shows_stale_reads() {
     let db = setup("ryw_off").await;
-    let r = router(|c| c.routing.read_your_writes = ReadYourWrites::Off).await;
+    let r = router(|c| {
+        tolerate_delay(c);
+        c.routing.read_your_writes = ReadYourWrites::Off
+    })
+    .await;
     let c = connect(&r, &db).await;
     let stale = stale_reads(&c, &c, 2000, 50).await;
     eprintln!("read_your_writes = off: {stale} of 50 reads were stale");
@@ -112,6 +127,7 @@ async fn off_mode_shows_stale_reads() {
 async fn time_mode_pins_reads_to_the_primary_for_a_while() {
     let db = setup("ryw_time").await;
     let r = router(|c| {
+        tolerate_delay(c);
         c.routing.read_your_writes = ReadYourWrites::Time;
         c.routing.pin_duration = pgrouter::config::HumanDuration::from_millis(1500);
     })

@@ -31,6 +31,13 @@ pub enum BackendError {
     },
     #[error("server {target} closed the connection")]
     Closed { target: String },
+    #[error("server {target} is unavailable: {failures} connection attempts failed in a row (last: {last_error}); next attempt in {retry_ms} ms")]
+    CircuitOpen {
+        target: String,
+        failures: u32,
+        last_error: String,
+        retry_ms: u128,
+    },
 }
 
 impl BackendError {
@@ -61,6 +68,20 @@ impl BackendError {
         Self::Login {
             target: target.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// Whether this says the server itself is unavailable (what opens its
+    /// circuit), as opposed to this login being refused.
+    pub fn server_unavailable(&self) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::Io { .. }
+            | Self::Closed { .. } => true,
+            // 57P01-57P03: shutting down, crashed, starting up.
+            Self::Refused { fields, .. } => fields.code.starts_with("57P"),
+            _ => false,
         }
     }
 

@@ -158,6 +158,45 @@ impl Config {
                 ));
             }
         }
+        self.validate_lag()
+    }
+
+    fn validate_lag(&self) -> Result<(), ConfigError> {
+        let l = &self.lag;
+        for (key, d) in [
+            ("lag.probe_interval", l.probe_interval),
+            ("lag.probe_timeout", l.probe_timeout),
+            ("lag.max_lag", l.max_lag),
+            ("lag.max_backoff", l.max_backoff),
+            ("lag.breaker_cooldown", l.breaker_cooldown),
+        ] {
+            if d.get().is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if l.readmit_lag() > l.max_lag.get() {
+            return Err(invalid(
+                "lag.readmit_lag",
+                format!(
+                    "must not exceed lag.max_lag ({}), or a readmitted replica is evicted again at once",
+                    l.max_lag
+                ),
+            ));
+        }
+        if l.readmit_probes == 0 {
+            return Err(invalid("lag.readmit_probes", "must be at least 1"));
+        }
+        if let Some(u) = &l.monitor_user {
+            if u.is_empty() {
+                return Err(invalid("lag.monitor_user", "must not be empty"));
+            }
+        }
+        if self.routing.discover_roles && !l.enabled {
+            return Err(invalid(
+                "routing.discover_roles",
+                "needs the monitor: set lag.enabled = true",
+            ));
+        }
         Ok(())
     }
 
@@ -183,6 +222,9 @@ impl Config {
             if u.server_password.is_some() {
                 u.server_password = Some("<redacted>".into());
             }
+        }
+        if c.lag.monitor_password.is_some() {
+            c.lag.monitor_password = Some("<redacted>".into());
         }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

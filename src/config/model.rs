@@ -20,6 +20,68 @@ pub struct Config {
     pub pool: PoolConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
+    #[serde(default)]
+    pub lag: LagConfig,
+}
+
+/// The health and lag monitor (docs/lag.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LagConfig {
+    /// Probe every server (false: replicas are always considered healthy).
+    pub enabled: bool,
+    pub probe_interval: HumanDuration,
+    /// A probe (or the monitor's connect) slower than this counts as failed.
+    pub probe_timeout: HumanDuration,
+    /// A replica further behind than this gets no new reads.
+    pub max_lag: HumanDuration,
+    /// Same, in bytes of WAL (0: no byte threshold).
+    pub max_lag_bytes: u64,
+    /// An evicted replica returns once its lag stays under this (default: max_lag / 2)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readmit_lag: Option<HumanDuration>,
+    /// ...for this many consecutive probes.
+    pub readmit_probes: u32,
+    /// Longest wait between probes of a server that does not answer.
+    pub max_backoff: HumanDuration,
+    /// The role the monitor logs in as (default: the first [[users]] entry's server login).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_password: Option<String>,
+    pub monitor_database: String,
+    /// Consecutive failed connection attempts that open a server's circuit (0: never).
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses connections before one trial attempt.
+    pub breaker_cooldown: HumanDuration,
+}
+
+impl Default for LagConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            probe_interval: HumanDuration::from_millis(250),
+            probe_timeout: HumanDuration::from_secs(1),
+            max_lag: HumanDuration::from_secs(1),
+            max_lag_bytes: 0,
+            readmit_lag: None,
+            readmit_probes: 3,
+            max_backoff: HumanDuration::from_secs(5),
+            monitor_user: None,
+            monitor_password: None,
+            monitor_database: "postgres".into(),
+            breaker_failures: 3,
+            breaker_cooldown: HumanDuration::from_secs(1),
+        }
+    }
+}
+
+impl LagConfig {
+    pub fn readmit_lag(&self) -> std::time::Duration {
+        self.readmit_lag
+            .map(HumanDuration::get)
+            .unwrap_or(self.max_lag.get() / 2)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -80,6 +142,9 @@ pub struct RoutingConfig {
     pub read_only_functions: Vec<String>,
     /// How often the list of user-defined VOLATILE functions is reloaded.
     pub catalog_refresh: HumanDuration,
+    /// Take the servers' roles from `pg_is_in_recovery()` instead of the
+    /// config: writes follow a promoted replica (failover).
+    pub discover_roles: bool,
 }
 
 impl Default for RoutingConfig {
@@ -96,6 +161,7 @@ impl Default for RoutingConfig {
             write_functions: Vec::new(),
             read_only_functions: Vec::new(),
             catalog_refresh: HumanDuration::from_secs(60),
+            discover_roles: false,
         }
     }
 }

@@ -119,12 +119,16 @@ pub async fn login(
     out.clear();
 
     let pool = shared.primary_pool(&user, &database);
+    // The server taking writes now (another one after a discovered failover).
+    let writer = shared
+        .writer_pool(&user, &database)
+        .unwrap_or_else(|_| pool.clone());
     let needs_catalog = shared.needs_catalog(&database);
-    if !pool.is_proven() || needs_catalog {
+    if !writer.is_proven() || needs_catalog {
         // First client for this database: prove it exists (and that the
         // router can log in) now, so errors such as 3D000 come at login.
         let wait = shared.config.server.query_wait_timeout.get();
-        match pool.acquire(wait).await {
+        match writer.acquire(wait).await {
             Ok(mut conn) => {
                 // Before any read of this database is routed: which of its
                 // functions write.
@@ -134,12 +138,15 @@ pub async fn login(
                 conn.release()
             }
             Err(e) => {
-                shared.pools.forget_unproven(&pool);
+                shared.pools.forget_unproven(&writer);
                 return Err(ClientError::fatal(e.sqlstate(), e.client_message()));
             }
         }
     }
-    let defaults = pool.defaults().unwrap_or_default();
+    let defaults = writer
+        .defaults()
+        .or_else(|| pool.defaults())
+        .unwrap_or_default();
     let mut desired = Params::default();
     for name in params::CLIENT_SETTABLE {
         if let Some(v) = defaults.get(name) {

@@ -9,6 +9,7 @@
 use super::session::Session;
 use super::ClientError;
 use crate::config::{ConsistencyScope, Fallback, ReadYourWrites};
+use crate::lag::elect::Writer;
 use crate::pool::{Pool, PoolError, PooledConn};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{parse, sqlstate};
@@ -161,6 +162,21 @@ impl Session<'_> {
         p
     }
 
+    /// The pool of the server that takes writes now (the configured primary
+    /// unless roles are discovered), or a refusal when none may.
+    pub(super) fn writer_pool(&mut self) -> Result<Arc<Pool>, Refusal> {
+        let writer = match &**self.shared.monitor.writer() {
+            Writer::Node(i) => *i,
+            Writer::Refused(reason) => {
+                return Err((sqlstate::CANNOT_CONNECT_NOW.to_string(), reason.clone()))
+            }
+        };
+        Ok(match writer {
+            0 => self.login.pool.clone(),
+            i => self.replica_pool(i - 1),
+        })
+    }
+
     fn replica_pool(&mut self, idx: usize) -> Arc<Pool> {
         if self.replica_pools.len() <= idx {
             self.replica_pools.resize(idx + 1, None);
@@ -249,7 +265,10 @@ impl Session<'_> {
                 .reads_kept_for_consistency
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let pool = self.login.pool.clone();
+        let pool = match self.writer_pool() {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         Ok(match self.acquire_from(pool).await? {
             Ok(c) => Ok((c, None)),
             Err(e) => Err((e.sqlstate().to_string(), e.client_message())),

@@ -35,6 +35,9 @@ enum Relay {
     Idle,
     /// The client sent Terminate.
     Terminated,
+    /// The server failed before answering anything: the client's messages
+    /// are back in its buffer, to be placed again.
+    Retry(BackendError),
 }
 
 pub struct Session<'a> {
@@ -151,63 +154,102 @@ impl Session<'_> {
                 }
                 replay_begin = Some(begin);
             }
-            let placed = match decision {
-                Decision::SetRoute(r) => {
-                    self.answer_set_route(r).await?;
-                    continue;
-                }
-                Decision::DeferBegin(_) => unreachable!("resolved above"),
-                Decision::Primary { write } => {
-                    self.loan_wrote = write;
-                    if write && self.mode == PoolMode::Session {
-                        self.session_pinned = true;
-                    }
-                    let pool = self.login.pool.clone();
-                    self.acquire_from(pool)
-                        .await?
-                        .map(|c| (c, None))
-                        .map_err(|e| (e.sqlstate().to_string(), e.client_message()))
-                }
-                Decision::Read => {
-                    self.loan_wrote = false;
-                    self.acquire_for_read().await?
-                }
-            };
-            let (server, replica) = match placed {
-                Ok(p) => p,
-                Err((code, message)) => {
-                    self.fail_request(&code, &message).await?;
-                    continue;
-                }
-            };
-            self.loan_replica = replica;
-            if let Err(e) = self.attach(server).await? {
-                self.end_replica_loan();
-                self.fail_request(e.sqlstate(), &e.client_message()).await?;
+            if let Decision::SetRoute(r) = decision {
+                self.answer_set_route(r).await?;
                 continue;
             }
-            if let Some(begin) = replay_begin {
-                // The client already holds our BEGIN's answer: open the
-                // transaction on the server it was routed to.
-                self.replay_begin(&begin).await?;
-            }
-            match self.relay().await? {
-                Relay::Idle => {
-                    if self.loan_wrote && self.loan_replica.is_none() {
-                        self.record_write().await;
-                    }
-                    if !self.out.is_empty() {
-                        // The held-back ReadyForQuery: only now that the
-                        // write position is published may the client go on.
-                        let r = self.flush_out().await;
-                        self.out.clear();
-                        r?;
-                    }
-                    self.detach();
+            let read = matches!(decision, Decision::Read);
+            if let Decision::Primary { write } = decision {
+                self.loan_wrote = write;
+                if write && self.mode == PoolMode::Session {
+                    self.session_pinned = true;
                 }
-                Relay::Terminated => return Ok(()),
+            } else {
+                self.loan_wrote = false;
+            }
+            let mut retried = false;
+            loop {
+                let placed = if read {
+                    self.acquire_for_read().await?
+                } else {
+                    match self.writer_pool() {
+                        Ok(pool) => self
+                            .acquire_from(pool)
+                            .await?
+                            .map(|c| (c, None))
+                            .map_err(|e| (e.sqlstate().to_string(), e.client_message())),
+                        Err(refusal) => Err(refusal),
+                    }
+                };
+                let (server, replica) = match placed {
+                    Ok(p) => p,
+                    Err((code, message)) => {
+                        self.fail_request(&code, &message).await?;
+                        break;
+                    }
+                };
+                self.loan_replica = replica;
+                // A read whose server fails before answering anything moves
+                // elsewhere, once (writes never: they may have happened).
+                let retryable = read && !retried && replay_begin.is_none();
+                let target = server.target.clone();
+                if let Err(e) = self.attach(server).await? {
+                    self.end_replica_loan();
+                    if retryable {
+                        self.server_failed(replica, &target, &e);
+                        retried = true;
+                        continue;
+                    }
+                    self.fail_request(e.sqlstate(), &e.client_message()).await?;
+                    break;
+                }
+                if let Some(begin) = replay_begin.take() {
+                    // The client already holds our BEGIN's answer: open the
+                    // transaction on the server it was routed to.
+                    self.replay_begin(&begin).await?;
+                }
+                match self.relay(retryable).await? {
+                    Relay::Idle => {
+                        if self.loan_wrote && self.loan_replica.is_none() {
+                            self.record_write().await;
+                        }
+                        if !self.out.is_empty() {
+                            // The held-back ReadyForQuery: only now that the
+                            // write position is published may the client go on.
+                            let r = self.flush_out().await;
+                            self.out.clear();
+                            r?;
+                        }
+                        self.detach();
+                        break;
+                    }
+                    Relay::Terminated => return Ok(()),
+                    Relay::Retry(e) => {
+                        self.login.key.slot.detach();
+                        self.end_replica_loan();
+                        // Dropped, not released: the connection is closed.
+                        self.server = None;
+                        self.server_failed(replica, &target, &e);
+                        retried = true;
+                    }
+                }
             }
         }
+    }
+
+    /// A server failed under a read: keep new reads off it until the next
+    /// probe says otherwise, and drop its idle connections (likely dead too).
+    fn server_failed(
+        &self,
+        replica: Option<usize>,
+        target: &crate::backend::Target,
+        e: &BackendError,
+    ) {
+        tracing::warn!(server = %target, error = %e, "server failed before answering a read; retrying it elsewhere");
+        if let Some(r) = replica.and_then(|i| self.shared.replicas.list.get(i)) {
+            r.mark_down(std::time::Instant::now());
+        }
+        self.shared.pools.close_idle_for(target);
     }
 
     fn consume_message(&mut self) -> Result<(), ClientError> {
@@ -380,7 +422,7 @@ impl Session<'_> {
 
     /// Relays in both directions until the transaction ends (transaction
     /// mode), or until the client terminates.
-    async fn relay(&mut self) -> Result<Relay, ClientError> {
+    async fn relay(&mut self, retryable: bool) -> Result<Relay, ClientError> {
         let stop_when_idle = self.mode == PoolMode::Transaction || !self.session_pinned;
         // On a replica, forward up to one sync point at a time: a pipelined
         // write behind a read must be routed anew, not sent to a replica.
@@ -405,6 +447,9 @@ impl Session<'_> {
         let Some(server) = server.as_mut() else {
             return Ok(Relay::Idle);
         };
+        // What was sent before the server answered anything (retryable only).
+        let mut answered = false;
+        let mut sent = BytesMut::new();
         loop {
             // Forward every whole client message buffered so far.
             let mut off = 0;
@@ -427,10 +472,17 @@ impl Session<'_> {
                 }
             }
             if off > 0 {
-                server
-                    .write_all(&client.buf[..off])
-                    .await
-                    .map_err(server_lost)?;
+                match server.write_all(&client.buf[..off]).await {
+                    Ok(()) => {}
+                    // Nothing consumed from the client yet: place it again.
+                    Err(e) if retryable && !answered && sent.is_empty() => {
+                        return Ok(Relay::Retry(e))
+                    }
+                    Err(e) => return Err(server_lost(e)),
+                }
+                if retryable && !answered {
+                    sent.extend_from_slice(&client.buf[..off]);
+                }
                 client.buf.advance(off);
             }
             if terminated {
@@ -439,7 +491,19 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 r = server.read_more() => {
-                    r.map_err(server_lost)?;
+                    match r {
+                        Ok(_) => {
+                            answered = true;
+                            sent = BytesMut::new();
+                        }
+                        Err(e) if retryable && !answered => {
+                            // Put back what was sent, in front of anything newer.
+                            sent.extend_from_slice(&client.buf);
+                            client.buf = sent;
+                            return Ok(Relay::Retry(e));
+                        }
+                        Err(e) => return Err(server_lost(e)),
+                    }
                     let conn = &mut **server;
                     let (tracker, buf, sparams) = (&mut conn.tracker, &conn.buf, &mut conn.params);
                     let desired = &mut login.desired;

@@ -8,6 +8,7 @@
 //! - Idle connections expire after `server_idle_timeout`, any connection
 //!   after `server_lifetime` ([`Pool::reap`], run by a background task).
 
+pub mod breaker;
 mod registry;
 
 pub use registry::Pools;
@@ -15,6 +16,7 @@ pub use registry::Pools;
 use crate::backend::conn::Params;
 use crate::backend::connect::{connect, Login};
 use crate::backend::{BackendError, ServerConn, Target};
+use breaker::{Admit, Breaker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,11 +81,19 @@ pub struct Pool {
     /// Set once a login to this (server, user, database) has succeeded.
     proven: AtomicBool,
     pub stats: PoolStats,
+    /// The server's circuit (shared by every pool of the server).
+    breaker: Arc<Breaker>,
 }
 
 impl Pool {
-    pub fn new(target: Arc<Target>, login: Login, settings: PoolSettings) -> Arc<Self> {
+    pub fn new(
+        target: Arc<Target>,
+        login: Login,
+        settings: PoolSettings,
+        breaker: Arc<Breaker>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            breaker,
             permits: Arc::new(Semaphore::new(settings.size)),
             target,
             login,
@@ -174,6 +184,20 @@ impl Pool {
     }
 
     async fn open(&self) -> Result<ServerConn, BackendError> {
+        if let Admit::Open {
+            retry_in,
+            failures,
+            last_error,
+        } = self.breaker.admit(Instant::now())
+        {
+            self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::CircuitOpen {
+                target: self.target.to_string(),
+                failures,
+                last_error,
+                retry_ms: retry_in.as_millis(),
+            });
+        }
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         let result = connect(
             self.target.clone(),
@@ -184,14 +208,18 @@ impl Pool {
         .await;
         match &result {
             Ok(conn) => {
+                self.breaker.success();
                 if !self.proven.swap(true, Ordering::Relaxed) {
                     if let Ok(mut d) = self.defaults.lock() {
                         *d = Some(conn.params.clone());
                     }
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                if e.server_unavailable() && self.breaker.failure(Instant::now(), &e.to_string()) {
+                    tracing::warn!(server = %self.target, error = %e, "circuit opened: new connections to this server fail at once until it recovers");
+                }
             }
         }
         result

@@ -25,6 +25,7 @@ impl Pools {
         target: &Arc<Target>,
         login: &Login,
         settings: impl FnOnce() -> PoolSettings,
+        breaker: &Arc<super::breaker::Breaker>,
     ) -> Arc<Pool> {
         let key = Key {
             target: target.clone(),
@@ -33,10 +34,12 @@ impl Pools {
         };
         let Ok(mut map) = self.map.lock() else {
             // A poisoned registry means a panic elsewhere; still serve.
-            return Pool::new(target.clone(), login.clone(), settings());
+            return Pool::new(target.clone(), login.clone(), settings(), breaker.clone());
         };
         map.entry(key)
-            .or_insert_with(|| Pool::new(target.clone(), login.clone(), settings()))
+            .or_insert_with(|| {
+                Pool::new(target.clone(), login.clone(), settings(), breaker.clone())
+            })
             .clone()
     }
 
@@ -56,6 +59,15 @@ impl Pools {
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Closes the idle connections of every pool of `target` (it went down).
+    pub fn close_idle_for(&self, target: &Target) {
+        for p in self.all() {
+            if *p.target == *target {
+                p.close_idle();
+            }
+        }
     }
 
     pub fn reap(&self, now: Instant, tick: std::time::Duration) -> usize {

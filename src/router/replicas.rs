@@ -1,12 +1,16 @@
 //! Replica state the router routes by, and the load balancer.
 //!
 //! Each replica carries its in-flight loans (for least-outstanding), the
-//! highest replay position seen (for read-your-writes; from on-demand checks
-//! now, from the lag monitor later), and a short "down" mark after a failed
-//! connection so reads stop trying it for a while.
+//! highest replay position seen (for read-your-writes; from the lag monitor
+//! and from on-demand checks), its health as the lag monitor sees it
+//! (only "healthy" replicas take reads), and a short "down" mark after a
+//! failed connection so reads stop trying it before the next probe.
 
 use crate::backend::Target;
 use crate::config::LoadBalance;
+use crate::lag::health::State;
+use crate::lag::NodeStatus;
+use crate::pool::breaker::Breaker;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +24,8 @@ pub struct Replica {
     pub outstanding: AtomicUsize,
     /// Highest `pg_last_wal_replay_lsn()` seen (0: unknown).
     pub replay_lsn: AtomicU64,
+    /// Health from the lag monitor (shared with it).
+    pub status: Arc<NodeStatus>,
     /// Set while `down_until` holds a time: the common case (all up) then
     /// costs one atomic load per read, no lock and no clock read.
     down: AtomicBool,
@@ -27,8 +33,18 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// A replica taken as healthy until told otherwise (no monitor).
     pub fn new(target: Arc<Target>, weight: u32) -> Self {
+        let status = NodeStatus::new(
+            State::Healthy,
+            Arc::new(Breaker::new(0, Duration::from_secs(1))),
+        );
+        Self::with_status(target, weight, Arc::new(status))
+    }
+
+    pub fn with_status(target: Arc<Target>, weight: u32, status: Arc<NodeStatus>) -> Self {
         Self {
+            status,
             target,
             weight: weight.max(1),
             outstanding: AtomicUsize::new(0),
@@ -51,6 +67,9 @@ impl Replica {
 
     /// `now` is read only if this replica was marked down.
     pub fn is_usable(&self, now: impl FnOnce() -> Instant) -> bool {
+        if self.status.state() != State::Healthy {
+            return false;
+        }
         if !self.down.load(Ordering::Acquire) {
             return true;
         }
