@@ -78,7 +78,8 @@ impl BackendError {
             Self::Connect { .. }
             | Self::ConnectTimeout { .. }
             | Self::Io { .. }
-            | Self::Closed { .. } => true,
+            | Self::Closed { .. }
+            | Self::CircuitOpen { .. } => true,
             // 57P01-57P03: shutting down, crashed, starting up.
             Self::Refused { fields, .. } => fields.code.starts_with("57P"),
             _ => false,

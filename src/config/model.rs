@@ -66,7 +66,7 @@ impl Default for LagConfig {
             max_lag_bytes: 0,
             readmit_lag: None,
             readmit_probes: 3,
-            max_backoff: HumanDuration::from_secs(5),
+            max_backoff: HumanDuration::from_secs(2),
             monitor_user: None,
             monitor_password: None,
             monitor_database: "postgres".into(),

@@ -286,12 +286,18 @@ impl PgCluster {
         .map(|_| ())
     }
 
+    /// Appends settings to one server's postgresql.conf and reloads it.
+    pub fn configure(&self, node: &PgNode, text: &str) -> Result<(), ClusterError> {
+        self.append_conf(&node.datadir, &format!("{text}\n"))?;
+        self.psql(node.port, "postgres", "SELECT pg_reload_conf()")
+            .map(|_| ())
+    }
+
     /// Appends settings to every replica's postgresql.conf and reloads them
     /// (e.g. `recovery_min_apply_delay = '1s'` to make real lag).
     pub fn configure_replicas(&self, text: &str) -> Result<(), ClusterError> {
         for r in &self.replicas {
-            self.append_conf(&r.datadir, &format!("{text}\n"))?;
-            self.psql(r.port, "postgres", "SELECT pg_reload_conf()")?;
+            self.configure(r, text)?;
         }
         Ok(())
     }
@@ -344,6 +350,57 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Stops a server at once (`pg_ctl stop -m immediate`: a crash, for
+    /// the fault tests).
+    pub fn kill(&self, node: &PgNode) -> Result<(), ClusterError> {
+        self.run(
+            self.tool("pg_ctl").arg("-D").arg(&node.datadir).args([
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]),
+            true,
+        )
+        .map(|_| ())
+    }
+
+    /// Starts a stopped server again (a standby resumes streaming).
+    pub fn restart(&self, node: &PgNode) -> Result<(), ClusterError> {
+        self.pg_ctl_start(node)
+    }
+
+    /// Promotes a standby to a primary and waits until it is one.
+    pub fn promote(&self, node: &PgNode) -> Result<(), ClusterError> {
+        self.run(
+            self.tool("pg_ctl")
+                .arg("-D")
+                .arg(&node.datadir)
+                .args(["-w", "-t", "60", "promote"]),
+            true,
+        )
+        .map(|_| ())
+    }
+
+    /// Sends `signal` ("STOP", "CONT") to a server's postmaster and all its
+    /// processes: SIGSTOP makes a hung server that still accepts TCP.
+    pub fn signal(&self, node: &PgNode, signal: &str) -> Result<(), ClusterError> {
+        let pidfile = std::fs::read_to_string(node.datadir.join("postmaster.pid"))?;
+        let pid: u32 = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| ClusterError::Setup(format!("no postmaster pid for {}", node.name)))?;
+        let mut pids = vec![pid];
+        pids.extend(children_of(pid));
+        let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        self.run(
+            Command::new("sh").args(["-c", &format!("kill -{signal} {}", list.join(" "))]),
+            true,
+        )
+        .map(|_| ())
+    }
+
     fn stop_node(&self, node: &PgNode) {
         let _ = self.run(
             self.tool("pg_ctl").arg("-D").arg(&node.datadir).args([
@@ -393,4 +450,24 @@ impl Drop for PgCluster {
         self.stop_node(&self.primary);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Direct children of `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid ...": comm may contain spaces.
+                    let after = stat.rsplit_once(')')?.1.to_string();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }

@@ -11,7 +11,7 @@ use crate::auth::scram::{ScramServer, Verifier, MECHANISM};
 use crate::auth::{md5, AuthError};
 use crate::backend::conn::Params;
 use crate::config::AuthMethod;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolError};
 use crate::protocol::parse::{self, StartupPacket};
 use crate::protocol::{messages, sqlstate};
 use bytes::BytesMut;
@@ -119,31 +119,8 @@ pub async fn login(
     out.clear();
 
     let pool = shared.primary_pool(&user, &database);
-    // The server taking writes now (another one after a discovered failover).
-    let writer = shared
-        .writer_pool(&user, &database)
-        .unwrap_or_else(|_| pool.clone());
-    let needs_catalog = shared.needs_catalog(&database);
-    if !writer.is_proven() || needs_catalog {
-        // First client for this database: prove it exists (and that the
-        // router can log in) now, so errors such as 3D000 come at login.
-        let wait = shared.config.server.query_wait_timeout.get();
-        match writer.acquire(wait).await {
-            Ok(mut conn) => {
-                // Before any read of this database is routed: which of its
-                // functions write.
-                if needs_catalog {
-                    shared.load_catalog(&database, &mut conn).await;
-                }
-                conn.release()
-            }
-            Err(e) => {
-                shared.pools.forget_unproven(&writer);
-                return Err(ClientError::fatal(e.sqlstate(), e.client_message()));
-            }
-        }
-    }
-    let defaults = writer
+    let proved = prove(shared, &user, &database, &pool).await?;
+    let defaults = proved
         .defaults()
         .or_else(|| pool.defaults())
         .unwrap_or_default();
@@ -263,4 +240,61 @@ async fn expect_password_message(client: &mut ClientStream) -> Result<BytesMut, 
         ));
     }
     Ok(msg)
+}
+
+/// Proves the database exists and the router can log into it (so errors such
+/// as 3D000 come at login) the first time it is used, and loads its catalog
+/// for routing. Tries the server taking writes first (another one after a
+/// discovered failover); if that server is down, a healthy replica will do,
+/// so clients can still log in and read while the primary is away.
+/// Returns the pool that proved it.
+async fn prove(
+    shared: &Shared,
+    user: &Arc<crate::app::UserEntry>,
+    database: &str,
+    primary: &Arc<Pool>,
+) -> Result<Arc<Pool>, ClientError> {
+    let writer = shared
+        .writer_pool(user, database)
+        .unwrap_or_else(|_| primary.clone());
+    let needs_catalog = shared.needs_catalog(database);
+    if writer.is_proven() && !needs_catalog {
+        return Ok(writer);
+    }
+    let replicas = shared
+        .replicas
+        .list
+        .iter()
+        .filter(|r| r.is_usable(std::time::Instant::now))
+        .map(|r| shared.pool_for(&r.target, user, database));
+    let wait = shared.config.server.query_wait_timeout.get();
+    let mut last = None;
+    for pool in std::iter::once(writer).chain(replicas) {
+        match pool.acquire(wait).await {
+            Ok(mut conn) => {
+                // Before any read of this database is routed: which of its
+                // functions write (a standby has the same catalog).
+                if needs_catalog {
+                    shared.load_catalog(database, &mut conn).await;
+                }
+                conn.release();
+                return Ok(pool);
+            }
+            Err(PoolError::Backend(e)) if e.server_unavailable() => {
+                shared.pools.forget_unproven(&pool);
+                last = Some((e.sqlstate().to_string(), e.client_message()));
+            }
+            Err(e) => {
+                shared.pools.forget_unproven(&pool);
+                return Err(ClientError::fatal(e.sqlstate(), e.client_message()));
+            }
+        }
+    }
+    let (code, message) = last.unwrap_or_else(|| {
+        (
+            sqlstate::CONNECTION_FAILURE.to_string(),
+            "pgrouter: no server is available".to_string(),
+        )
+    });
+    Err(ClientError::fatal(&code, message))
 }

@@ -492,10 +492,19 @@ impl Session<'_> {
                 biased;
                 r = server.read_more() => {
                     match r {
-                        Ok(_) => {
+                        Ok(_) if retryable && !answered => {
+                            if let Some(e) = shutting_down_server(server) {
+                                // Terminated by its operator before answering
+                                // (a shutdown, a crash of a sibling): as good
+                                // as a failed connection for a read.
+                                sent.extend_from_slice(&client.buf);
+                                client.buf = sent;
+                                return Ok(Relay::Retry(e));
+                            }
                             answered = true;
                             sent = BytesMut::new();
                         }
+                        Ok(_) => {}
                         Err(e) if retryable && !answered => {
                             // Put back what was sent, in front of anything newer.
                             sent.extend_from_slice(&client.buf);
@@ -610,6 +619,34 @@ fn param_sync_sql(desired: &crate::backend::conn::Params, server: &PooledConn) -
         }
     }
     sql
+}
+
+/// A server connection whose first bytes say it is being terminated: a
+/// FATAL 57P01-57P03 error (admin shutdown, crash shutdown, cannot connect
+/// now), or the WARNING 57P01/57P02 a backend sends as it quits on an
+/// immediate shutdown or a crash. Returns it as an error and marks the
+/// connection broken.
+fn shutting_down_server(server: &mut PooledConn) -> Option<BackendError> {
+    let buf = &server.buf;
+    let tag = *buf.first()?;
+    if !matches!(tag, b'E' | b'N') || buf.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    let body = buf.get(5..1 + len)?;
+    let fields = crate::protocol::parse::error_fields(body);
+    let severity_ok = match tag {
+        b'E' => fields.severity == "FATAL",
+        _ => fields.severity == "WARNING",
+    };
+    if !severity_ok || !fields.code.starts_with("57P") {
+        return None;
+    }
+    server.broken = true;
+    Some(BackendError::Refused {
+        target: server.target.to_string(),
+        fields,
+    })
 }
 
 fn server_lost(e: BackendError) -> ClientError {

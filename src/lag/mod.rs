@@ -40,6 +40,17 @@ pub enum LagError {
     Timeout { target: String, ms: u128 },
 }
 
+impl LagError {
+    /// The server did not answer at all (as opposed to refusing the monitor's
+    /// login or query).
+    pub fn server_unavailable(&self) -> bool {
+        match self {
+            LagError::Timeout { .. } => true,
+            LagError::Postgres { source, .. } => source.as_db_error().is_none(),
+        }
+    }
+}
+
 /// What the rest of the router reads about one server (atomics: the read
 /// path checks `state` on every placement).
 #[derive(Debug)]
@@ -167,6 +178,11 @@ impl Monitor {
         let obs = match result {
             Err(e) => {
                 st.probe_failures.fetch_add(1, Ordering::Relaxed);
+                if e.server_unavailable() {
+                    // The pools would find the same: no need for clients to
+                    // wait out connect timeouts first.
+                    st.breaker.failure(now, &e.to_string());
+                }
                 st.claim.store(0, Ordering::Release);
                 if let Ok(mut l) = st.last_error.lock() {
                     *l = Some(e.to_string());
