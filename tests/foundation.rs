@@ -582,19 +582,6 @@ async fn graceful_shutdown_lets_transactions_finish() {
     assert!(r.drain(Duration::from_secs(5)).await);
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out).await;
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints() {
     let r = pooler(|_| {}).await;

@@ -123,6 +123,12 @@ async fn paused_replay_evicts_the_replica_and_resume_readmits_it() {
         evicted_after <= PROBE * 2 + Duration::from_secs(1),
         "evicted only after {evicted_after:?}"
     );
+    let status = http_get(r.http_addr, "/status").await;
+    assert!(
+        status.contains("\"name\":\"r1\"") && status.contains("\"state\":\"evicted\""),
+        "{status}"
+    );
+    assert!(status.contains("\"replay_paused\":true"), "{status}");
     tokio::time::sleep_until((paused + PROBE * 2 + Duration::from_secs(1)).into()).await;
     let ports = read_ports(&c, 40).await;
     assert!(
@@ -329,6 +335,9 @@ async fn a_stopped_primary_fails_writes_fast_and_reads_go_on() {
         );
         assert!(took < Duration::from_secs(3), "write {i} took {took:?}");
     }
+    wait_state(&r, 0, State::Down, Duration::from_secs(3)).await;
+    let ready = http_get(r.http_addr, "/health/ready").await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
     // Reads keep working on the replicas, on the old connection and new ones.
     let ports = read_ports(&c, 20).await;
     assert!(ports.iter().all(|p| replica_ports().contains(p)));
@@ -357,6 +366,8 @@ async fn a_stopped_primary_fails_writes_fast_and_reads_go_on() {
     println!("writes work again {:?} after the restart", start.elapsed());
     // The monitor, backing off while it was down, sees it too.
     wait_state(&r, 0, State::Healthy, Duration::from_secs(5)).await;
+    let ready = http_get(r.http_addr, "/health/ready").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 }
 
 /// Sends SIGCONT when the test ends, even on failure.

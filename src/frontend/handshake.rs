@@ -265,7 +265,7 @@ async fn prove(
         .replicas
         .list
         .iter()
-        .filter(|r| r.is_usable(std::time::Instant::now))
+        .filter(|r| shared.config.routing.enabled && r.is_usable(std::time::Instant::now))
         .map(|r| shared.pool_for(&r.target, user, database));
     let wait = shared.config.server.query_wait_timeout.get();
     let mut last = None;

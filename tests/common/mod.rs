@@ -266,3 +266,17 @@ pub fn wait_replicas_caught_up() {
         }
     }
 }
+
+/// A plain HTTP/1.1 GET; returns the whole response (status line, headers, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}

@@ -1,5 +1,8 @@
-//! HTTP endpoints: `/health/live` (the process serves) and `/health/ready`
-//! (accepting clients and the primary is reachable). JSON bodies, 200/503.
+//! HTTP endpoints: `/health/live` (the process serves), `/health/ready`
+//! (accepting clients and the server taking writes is reachable) and
+//! `/status` (servers, roles, lag, health). JSON bodies, 200/503.
+
+pub mod status;
 
 use crate::app::Shared;
 use bytes::Bytes;
@@ -41,6 +44,7 @@ async fn handle(
     let (status, body) = match req.uri().path() {
         "/health/live" => (StatusCode::OK, "{\"status\":\"live\"}".to_string()),
         "/health/ready" => ready(&shared).await,
+        "/status" => (StatusCode::OK, status::render(&shared)),
         _ => (
             StatusCode::NOT_FOUND,
             "{\"error\":\"not found\"}".to_string(),
@@ -62,6 +66,9 @@ async fn ready(shared: &Shared) -> (StatusCode, String) {
             "{\"status\":\"draining\",\"primary\":\"unknown\"}".into(),
         );
     }
+    if shared.config.lag.enabled && shared.config.routing.enabled {
+        return ready_from_monitor(shared);
+    }
     let p = &shared.primary;
     let reachable = tokio::time::timeout(
         shared.config.server.server_connect_timeout.get(),
@@ -80,6 +87,38 @@ async fn ready(shared: &Shared) -> (StatusCode, String) {
         shared.client_count()
     );
     let code = if reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
+}
+
+/// With the monitor running: ready when the server taking writes answers
+/// its probes (reads alone do not make a router ready: most apps write).
+fn ready_from_monitor(shared: &Shared) -> (StatusCode, String) {
+    use crate::lag::elect::Writer;
+    use crate::lag::health::State;
+    let (ok, detail) = match &**shared.monitor.writer() {
+        Writer::Node(i) => match shared.monitor.nodes.get(*i) {
+            Some(n) => {
+                let state = n.status.state();
+                (
+                    state == State::Healthy,
+                    format!("{} is {}", n.target, state.as_str()),
+                )
+            }
+            None => (false, "no writer".to_string()),
+        },
+        Writer::Refused(reason) => (false, reason.clone()),
+    };
+    let body = format!(
+        "{{\"status\":\"{}\",\"primary\":{},\"clients\":{}}}",
+        if ok { "ready" } else { "unready" },
+        status::quote(&detail),
+        shared.client_count()
+    );
+    let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

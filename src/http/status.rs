@@ -1,0 +1,118 @@
+//! `/status`: every server with its configured and reported role, health
+//! state, lag, circuit and pool usage, and where writes go (JSON).
+
+use crate::app::Shared;
+use crate::lag::elect::{Claim, Writer};
+use crate::router::lsn;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+pub fn render(shared: &Shared) -> String {
+    let monitor = &shared.monitor;
+    let mut out = String::from("{");
+    let monitored = shared.config.lag.enabled && shared.config.routing.enabled;
+    let _ = write!(out, "\"monitor\":{monitored},");
+    match &**monitor.writer() {
+        Writer::Node(i) => {
+            let name = monitor
+                .nodes
+                .get(*i)
+                .map(|n| n.target.name.as_str())
+                .unwrap_or("");
+            let _ = write!(out, "\"writer\":{},\"writes_refused\":null,", quote(name));
+        }
+        Writer::Refused(reason) => {
+            let _ = write!(out, "\"writer\":null,\"writes_refused\":{},", quote(reason));
+        }
+    }
+    let _ = write!(out, "\"clients\":{},\"servers\":[", shared.client_count());
+    let pools = shared.pools.all();
+    for (i, node) in monitor.nodes.iter().enumerate() {
+        let st = &node.status;
+        let (mut idle, mut used) = (0, 0);
+        for p in pools.iter().filter(|p| *p.target == *node.target) {
+            let (a, b) = p.counts();
+            idle += a;
+            used += b;
+        }
+        let reported = match st.claim() {
+            Claim::Primary => "primary",
+            Claim::Standby => "standby",
+            Claim::Unknown => "unknown",
+        };
+        let last_error = st
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .map(|e| quote(&e))
+            .unwrap_or_else(|| "null".into());
+        let lsn_of = |v: u64| {
+            if v == 0 {
+                "null".to_string()
+            } else {
+                quote(&lsn::format(v))
+            }
+        };
+        let _ = write!(
+            out,
+            "{}{{\"name\":{},\"host\":{},\"port\":{},\"configured_role\":\"{}\",\"reported_role\":\"{}\",\
+             \"state\":\"{}\",\"lag_seconds\":{:.3},\"lag_bytes\":{},\"current_lsn\":{},\"replay_lsn\":{},\
+             \"replay_paused\":{},\"evictions\":{},\"readmissions\":{},\"probe_failures\":{},\
+             \"circuit\":\"{}\",\"last_error\":{},\"server_connections\":{{\"idle\":{},\"in_use\":{}}}}}",
+            if i == 0 { "" } else { "," },
+            quote(&node.target.name),
+            quote(&node.target.host),
+            node.target.port,
+            if i == 0 { "primary" } else { "replica" },
+            reported,
+            st.state().as_str(),
+            st.lag().as_secs_f64(),
+            st.lag_bytes.load(Ordering::Relaxed),
+            lsn_of(st.current_lsn.load(Ordering::Relaxed)),
+            lsn_of(st.replay_lsn.load(Ordering::Relaxed)),
+            st.replay_paused.load(Ordering::Relaxed),
+            st.evictions.load(Ordering::Relaxed),
+            st.readmissions.load(Ordering::Relaxed),
+            st.probe_failures.load(Ordering::Relaxed),
+            if st.breaker.is_open() { "open" } else { "closed" },
+            last_error,
+            idle,
+            used,
+        );
+    }
+    out.push_str("]}");
+    out
+}
+
+/// A JSON string literal.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoting() {
+        assert_eq!(
+            super::quote("a\"b\\c\nd\u{1}"),
+            "\"a\\\"b\\\\c\\nd\\u0001\""
+        );
+    }
+}
