@@ -58,8 +58,8 @@ pub async fn run(replicas: usize) -> Result<(), DemoError> {
         println!("{:<9} 127.0.0.1:{} (streaming replica)", r.name, r.port);
     }
     println!(
-        "pgrouter  {}   health: http://{}/health/ready",
-        router.addr, router.http_addr
+        "pgrouter  {}   health: http://{}/health/ready   servers and lag: http://{}/status",
+        router.addr, router.http_addr, router.http_addr
     );
     println!("config    {}", toml_path.display());
     println!();
