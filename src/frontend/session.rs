@@ -246,6 +246,10 @@ impl Session<'_> {
         e: &BackendError,
     ) {
         tracing::warn!(server = %target, error = %e, "server failed before answering a read; retrying it elsewhere");
+        self.shared
+            .route_stats
+            .read_retries
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(r) = replica.and_then(|i| self.shared.replicas.list.get(i)) {
             r.mark_down(std::time::Instant::now());
         }

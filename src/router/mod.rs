@@ -33,4 +33,6 @@ pub struct RouteStats {
     pub reads_on_primary: AtomicU64,
     /// Reads sent to the primary because no replica had replayed the client's writes.
     pub reads_kept_for_consistency: AtomicU64,
+    /// Reads placed again because their server failed before answering.
+    pub read_retries: AtomicU64,
 }
