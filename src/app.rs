@@ -10,11 +10,13 @@ use crate::lag::health::{State, Thresholds};
 use crate::lag::probe::ProbeLogin;
 use crate::lag::{Monitor, Node, NodeStatus};
 use crate::pool::breaker::Breaker;
+use crate::pool::budget::ServerCap;
 use crate::pool::{Pool, PoolSettings, Pools};
 use crate::router::classify::FunctionRules;
 use crate::router::consistency::UserPositions;
 use crate::router::replicas::{Replica, Replicas};
 use crate::shutdown::Shutdown;
+use crate::tenant::{Tenant, Tenants};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -90,6 +92,9 @@ pub struct Shared {
     pub user_positions: UserPositions,
     pub route_stats: crate::router::RouteStats,
     pub users: HashMap<String, Arc<UserEntry>>,
+    pub tenants: Tenants,
+    /// Each server's cap on open connections, indexed like `monitor.nodes`.
+    server_caps: Vec<Arc<ServerCap>>,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
     pub shutdown: Shutdown,
@@ -161,7 +166,12 @@ impl Shared {
             .iter()
             .map(|u| (u.name.clone(), Arc::new(UserEntry::new(u))))
             .collect();
+        let server_caps = (0..monitor.nodes.len())
+            .map(|_| ServerCap::new(config.server.max_server_conn_per_backend))
+            .collect();
         Self {
+            tenants: Tenants::new(&config),
+            server_caps,
             primary,
             replicas,
             monitor,
@@ -184,10 +194,10 @@ impl Shared {
         self.client_ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn pool_settings(&self) -> PoolSettings {
+    pub fn pool_settings(&self, tenant: &Tenant) -> PoolSettings {
         let s = &self.config.server;
         PoolSettings {
-            size: self.config.pool.pool_size,
+            min: tenant.settings.min_pool_size,
             connect_timeout: s.server_connect_timeout.get(),
             idle_timeout: s.server_idle_timeout.get(),
             lifetime: s.server_lifetime.get(),
@@ -200,22 +210,46 @@ impl Shared {
         self.pool_for(&self.primary, user, database)
     }
 
-    /// The pool of `target` for this user and database.
+    /// The tenant a client of this user and database belongs to.
+    pub fn tenant_of(&self, user: &UserEntry, database: &str) -> &Arc<Tenant> {
+        self.tenants.resolve(&user.cfg.name, database)
+    }
+
+    /// The pool of `target` for this user and database (in their tenant).
     pub fn pool_for(&self, target: &Arc<Target>, user: &UserEntry, database: &str) -> Arc<Pool> {
+        let tenant = self.tenant_of(user, database);
         let login = Login {
             user: user.server_user.clone(),
             password: user.server_password.clone(),
             database: database.to_string(),
+            options: tenant.server_options(),
         };
-        let breaker = self
+        let node = self
             .monitor
             .nodes
             .iter()
-            .find(|n| Arc::ptr_eq(&n.target, target))
-            .map(|n| n.status.breaker.clone())
-            .unwrap_or_else(|| Arc::new(Breaker::new(0, Duration::from_secs(1))));
-        self.pools
-            .get_or_create(target, &login, || self.pool_settings(), &breaker)
+            .position(|n| Arc::ptr_eq(&n.target, target));
+        let make = || {
+            let (breaker, cap) = match node {
+                Some(i) => (
+                    self.monitor.nodes[i].status.breaker.clone(),
+                    self.server_caps[i].clone(),
+                ),
+                None => (
+                    Arc::new(Breaker::new(0, Duration::from_secs(1))),
+                    ServerCap::new(0),
+                ),
+            };
+            let budget = tenant.budget(target, &cap);
+            Pool::new(
+                target.clone(),
+                login.clone(),
+                self.pool_settings(tenant),
+                breaker,
+                budget,
+            )
+        };
+        self.pools.get_or_create(&tenant.name, target, &login, make)
     }
 
     /// The pool of the server that takes writes now, or why there is none.
@@ -320,6 +354,9 @@ impl Router {
     /// Binds the listeners and starts serving.
     pub async fn start(config: Config) -> Result<Router, AppError> {
         config.validate()?;
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let listen = config.listen_addr()?;
         let http_listen = config.http_addr()?;
         let listener = bind(listen, "server.listen")?;
@@ -439,13 +476,19 @@ fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, AppError> {
     socket.listen(1024).map_err(err)
 }
 
-/// Closes expired idle server connections once a second.
+/// Closes expired idle server connections and tops pools up to
+/// `min_pool_size`, once a second.
 async fn reaper(shared: Arc<Shared>) {
     let period = Duration::from_secs(1);
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
-            _ = tick.tick() => { shared.pools.reap(Instant::now(), period); }
+            _ = tick.tick() => {
+                shared.pools.reap(Instant::now(), period);
+                for p in shared.pools.to_warm() {
+                    tokio::spawn(p.warm());
+                }
+            }
             _ = shared.shutdown.wait() => return,
         }
     }

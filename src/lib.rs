@@ -27,3 +27,4 @@ pub mod pool;
 pub mod protocol;
 pub mod router;
 pub mod shutdown;
+pub mod tenant;

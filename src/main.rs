@@ -60,6 +60,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::Check) => match Config::load(&cli.config) {
             Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!("# {} is valid; effective settings:\n", cli.config.display());
                 print!("{}", c.to_redacted_toml());
                 ExitCode::SUCCESS

@@ -18,6 +18,9 @@ pub struct Login {
     /// Plaintext password, when the router has one.
     pub password: Option<String>,
     pub database: String,
+    /// Startup `options` (`-c name=value`): session defaults of every
+    /// connection of this login, which RESET and DISCARD ALL return to.
+    pub options: Option<String>,
 }
 
 /// Connects and logs in, within `timeout` for the whole exchange.
@@ -70,13 +73,14 @@ async fn next_message(conn: &mut ServerConn) -> Result<BytesMut, BackendError> {
 async fn login_exchange(conn: &mut ServerConn, login: &Login) -> Result<(), BackendError> {
     let target = conn.target.clone();
     let mut out = BytesMut::new();
-    messages::startup(
-        &mut out,
-        &[
-            ("user", login.user.as_str()),
-            ("database", login.database.as_str()),
-        ],
-    );
+    let mut params = vec![
+        ("user", login.user.as_str()),
+        ("database", login.database.as_str()),
+    ];
+    if let Some(o) = &login.options {
+        params.push(("options", o.as_str()));
+    }
+    messages::startup(&mut out, &params);
     conn.write_all(&out).await?;
     let mut scram: Option<ScramSha256> = None;
     let need_password = || {

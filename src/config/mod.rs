@@ -5,9 +5,11 @@
 
 pub mod duration;
 pub mod model;
+mod tenants;
 
 pub use duration::HumanDuration;
 pub use model::*;
+pub use tenants::TenantSettings;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -158,7 +160,8 @@ impl Config {
                 ));
             }
         }
-        self.validate_lag()
+        self.validate_lag()?;
+        self.validate_tenants()
     }
 
     fn validate_lag(&self) -> Result<(), ConfigError> {

@@ -22,6 +22,59 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub lag: LagConfig,
+    /// Per-tenant bulkheads (docs/tenants.md), by tenant name. `default`
+    /// holds every user no other tenant claims.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+}
+
+/// The name of the tenant that holds every user no other tenant claims.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// One tenant: its members and its limits. Unset limits come from
+/// `[pool]` and `[server]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Client users that belong to this tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Databases that belong to this tenant (for users no tenant lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
+    /// Server connections per backend for this tenant (default: pool.pool_size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<usize>,
+    /// Connections kept open per (user, database) and backend (default: pool.min_pool_size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_pool_size: Option<usize>,
+    /// Client connections (default: server.max_client_conn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clients: Option<usize>,
+    /// Clients that may wait for a server connection (default: pool.queue_limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_limit: Option<usize>,
+    /// Longest wait for a server connection (default: server.query_wait_timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Sent to the server as the session default of this tenant's connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<HumanDuration>,
+}
+
+/// A token bucket: `transactions_per_second` on average, `burst` at once.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub transactions_per_second: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
 }
 
 /// The health and lag monitor (docs/lag.md).
@@ -183,6 +236,9 @@ pub struct ServerConfig {
     pub http_listen: String,
     pub pool_mode: PoolMode,
     pub max_client_conn: usize,
+    /// Cap on server connections the router opens to any one server, summed
+    /// over tenants (0: no cap). Keep it under the server's max_connections.
+    pub max_server_conn_per_backend: usize,
     pub server_connect_timeout: HumanDuration,
     pub query_wait_timeout: HumanDuration,
     pub client_login_timeout: HumanDuration,
@@ -208,6 +264,7 @@ impl Default for ServerConfig {
             http_listen: "127.0.0.1:9930".into(),
             pool_mode: PoolMode::Transaction,
             max_client_conn: 10_000,
+            max_server_conn_per_backend: 0,
             server_connect_timeout: HumanDuration::from_secs(3),
             query_wait_timeout: HumanDuration::from_secs(5),
             client_login_timeout: HumanDuration::from_secs(10),
@@ -276,13 +333,22 @@ pub struct ReplicaConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
-    /// Server connections per backend, per (user, database).
+    /// Server connections per backend, per tenant (docs/tenants.md).
     pub pool_size: usize,
+    /// Connections kept open per (user, database) and backend.
+    pub min_pool_size: usize,
+    /// Clients of one tenant that may wait for a server connection; more get
+    /// an immediate error.
+    pub queue_limit: usize,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { pool_size: 20 }
+        Self {
+            pool_size: 20,
+            min_pool_size: 0,
+            queue_limit: 1000,
+        }
     }
 }
 

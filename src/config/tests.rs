@@ -94,3 +94,95 @@ fn redacted_output_hides_passwords_and_reparses() {
     let back = Config::parse(&out, "out");
     assert!(back.is_ok(), "{out}");
 }
+
+fn error_of(text: &str) -> String {
+    Config::parse(text, "t")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+const TWO_USERS: &str = r#"
+[[users]]
+name = "a"
+password = "x"
+
+[[users]]
+name = "b"
+password = "x"
+
+[primary]
+port = 5432
+"#;
+
+#[test]
+fn tenants_parse_with_defaults() {
+    let text = format!(
+        "{TWO_USERS}\n[tenants.acme]\nusers = [\"a\"]\npool_size = 5\nqueue_limit = 10\n\
+         queue_timeout = \"2s\"\nrate_limit = {{ transactions_per_second = 500, burst = 100 }}\n\
+         statement_timeout = \"30s\"\n"
+    );
+    let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let s = c.tenant_settings("acme");
+    assert_eq!(s.pool_size, 5);
+    assert_eq!(s.queue_limit, 10);
+    assert_eq!(s.queue_timeout.as_millis(), 2000);
+    assert_eq!(s.max_clients, c.server.max_client_conn);
+    assert_eq!(s.rate_limit.map(|r| r.burst), Some(100));
+    let d = c.tenant_settings("default");
+    assert_eq!(d.pool_size, 20);
+    assert_eq!(d.queue_timeout, c.server.query_wait_timeout.get());
+    assert_eq!(c.tenant_names(), vec!["acme".to_string(), "default".into()]);
+    // Rendered back (pgrouter check), it parses again.
+    assert!(Config::parse(&c.to_redacted_toml(), "out").is_ok());
+}
+
+#[test]
+fn tenant_rules_name_the_keys() {
+    let twice = format!(
+        "{TWO_USERS}\n[tenants.acme]\nusers = [\"a\"]\n[tenants.globex]\nusers = [\"b\", \"a\"]\n"
+    );
+    let err = error_of(&twice);
+    assert!(
+        err.contains("tenants.globex.users[1]") && err.contains("tenants.acme.users[0]"),
+        "{err}"
+    );
+    let unknown = format!("{TWO_USERS}\n[tenants.acme]\nusers = [\"zed\"]\n");
+    assert!(error_of(&unknown).contains("tenants.acme.users[0]"));
+    let db_twice = format!(
+        "{TWO_USERS}\n[tenants.x]\ndatabases = [\"d\"]\n[tenants.y]\ndatabases = [\"d\"]\n"
+    );
+    assert!(error_of(&db_twice).contains("tenants.y.databases[0]"));
+    let empty = format!("{TWO_USERS}\n[tenants.x]\npool_size = 3\n");
+    assert!(error_of(&empty).contains("tenants.x.users"));
+    let over_cap = format!(
+        "[server]\nmax_server_conn_per_backend = 10\n{TWO_USERS}\n[tenants.x]\nusers = [\"a\"]\npool_size = 11\n[pool]\npool_size = 5\n"
+    );
+    assert!(error_of(&over_cap).contains("tenants.x.pool_size"));
+    let clients = format!(
+        "[server]\nmax_client_conn = 10\n{TWO_USERS}\n[tenants.x]\nusers = [\"a\"]\nmax_clients = 11\n"
+    );
+    assert!(error_of(&clients).contains("tenants.x.max_clients"));
+    let rate = format!(
+        "{TWO_USERS}\n[tenants.x]\nusers = [\"a\"]\nrate_limit = {{ transactions_per_second = 0 }}\n"
+    );
+    assert!(error_of(&rate).contains("tenants.x.rate_limit.transactions_per_second"));
+    let default_members = format!("{TWO_USERS}\n[tenants.default]\nusers = [\"a\"]\n");
+    assert!(error_of(&default_members).contains("tenants.default.users"));
+    let typo = format!("{TWO_USERS}\n[tenants.x]\nusers = [\"a\"]\npool_sise = 3\n");
+    assert!(error_of(&typo).contains("tenants.x.pool_sise"));
+}
+
+#[test]
+fn oversubscribed_server_cap_is_a_warning() {
+    let text = format!(
+        "[server]\nmax_server_conn_per_backend = 30\n{TWO_USERS}\n[tenants.x]\nusers = [\"a\"]\npool_size = 15\n"
+    );
+    let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    // x 15 + default 20 > 30.
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("35") && w[0].contains("x 15"), "{w:?}");
+    let ok = text.replace("pool_size = 15", "pool_size = 10");
+    assert!(Config::parse(&ok, "t").map(|c| c.warnings().is_empty()).unwrap_or(false));
+}

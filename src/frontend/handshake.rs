@@ -14,8 +14,10 @@ use crate::config::AuthMethod;
 use crate::pool::{Pool, PoolError};
 use crate::protocol::parse::{self, StartupPacket};
 use crate::protocol::{messages, sqlstate};
+use crate::tenant::Tenant;
 use bytes::BytesMut;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A client that has logged in.
 pub struct LoggedIn {
@@ -25,6 +27,9 @@ pub struct LoggedIn {
     pub desired: Params,
     pub pool: Arc<Pool>,
     pub key: CancelKey,
+    pub tenant: Arc<Tenant>,
+    /// The client's place among its tenant's `max_clients`.
+    pub _tenant_slot: OwnedSemaphorePermit,
 }
 
 /// What the first packets asked for.
@@ -114,6 +119,10 @@ pub async fn login(
         // authenticate() never succeeds for unknown users.
         return Err(ClientError::AuthFailed { user: user_name });
     };
+    let tenant = shared.tenant_of(&user, &database).clone();
+    let tenant_slot = tenant
+        .admit_client()
+        .map_err(|e| ClientError::fatal(e.sqlstate(), e.to_string()))?;
     messages::auth_ok(&mut out);
     client.write_all(&out).await?;
     out.clear();
@@ -151,6 +160,8 @@ pub async fn login(
         desired,
         pool,
         key,
+        tenant,
+        _tenant_slot: tenant_slot,
     })))
 }
 
@@ -267,10 +278,9 @@ async fn prove(
         .iter()
         .filter(|r| shared.config.routing.enabled && r.is_usable(std::time::Instant::now))
         .map(|r| shared.pool_for(&r.target, user, database));
-    let wait = shared.config.server.query_wait_timeout.get();
     let mut last = None;
     for pool in std::iter::once(writer).chain(replicas) {
-        match pool.acquire(wait).await {
+        match pool.acquire(pool.wait_limit()).await {
             Ok(mut conn) => {
                 // Before any read of this database is routed: which of its
                 // functions write (a standby has the same catalog).

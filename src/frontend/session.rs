@@ -167,6 +167,9 @@ impl Session<'_> {
             } else {
                 self.loan_wrote = false;
             }
+            if !self.admit_transaction().await? {
+                continue;
+            }
             let mut retried = false;
             loop {
                 let placed = if read {
@@ -237,6 +240,30 @@ impl Session<'_> {
         }
     }
 
+    /// The tenant's rate limit: waits for a token, or answers the request
+    /// with 53400 (false) when none comes within the tenant's queue_timeout.
+    async fn admit_transaction(&mut self) -> Result<bool, ClientError> {
+        match self.login.tenant.admit_transaction() {
+            Ok(wait) if wait.is_zero() => Ok(true),
+            Ok(wait) => {
+                let sleep = tokio::time::sleep(wait);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut sleep => return Ok(true),
+                        // Notice a client that leaves while it waits.
+                        r = self.client.read_more(), if self.client.buf.len() < 1 << 20 => { r?; }
+                    }
+                }
+            }
+            Err(e) => {
+                self.fail_request(e.sqlstate(), &e.to_string()).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// A server failed under a read: keep new reads off it until the next
     /// probe says otherwise, and drop its idle connections (likely dead too).
     fn server_failed(
@@ -279,8 +306,7 @@ impl Session<'_> {
         if let Some(conn) = pool.try_acquire_idle() {
             return Ok(Ok(conn));
         }
-        let wait = self.shared.config.server.query_wait_timeout.get();
-        let fut = pool.acquire(wait);
+        let fut = pool.acquire(pool.wait_limit());
         tokio::pin!(fut);
         loop {
             tokio::select! {

@@ -1,5 +1,6 @@
 //! `/status`: every server with its configured and reported role, health
-//! state, lag, circuit and pool usage, and where writes go (JSON).
+//! state, lag, circuit and pool usage, where writes go, and each tenant's
+//! clients, queue and connections (JSON).
 
 use crate::app::Shared;
 use crate::lag::elect::{Claim, Writer};
@@ -80,6 +81,39 @@ pub fn render(shared: &Shared) -> String {
             idle,
             used,
         );
+    }
+    out.push_str("],\"tenants\":[");
+    for (i, t) in shared.tenants.all().iter().enumerate() {
+        let q = &t.queue;
+        let _ = write!(
+            out,
+            "{}{{\"name\":{},\"clients\":{},\"max_clients\":{},\"pool_size\":{},\"waiting\":{},\
+             \"queue_limit\":{},\"queue_timeout_ms\":{},\"waits\":{},\"queue_full\":{},\"queue_timeouts\":{},\
+             \"clients_refused\":{},\"rate_delayed\":{},\"rate_refused\":{},\"servers\":[",
+            if i == 0 { "" } else { "," },
+            quote(&t.name),
+            t.clients(),
+            t.settings.max_clients,
+            t.settings.pool_size,
+            q.waiting(),
+            q.limit,
+            q.timeout.as_millis(),
+            q.stats.waits.load(Ordering::Relaxed),
+            q.stats.queue_full.load(Ordering::Relaxed),
+            q.stats.timeouts.load(Ordering::Relaxed),
+            t.stats.clients_refused.load(Ordering::Relaxed),
+            t.stats.rate_delayed.load(Ordering::Relaxed),
+            t.stats.rate_refused.load(Ordering::Relaxed),
+        );
+        for (j, (server, open, in_use)) in t.servers().iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"name\":{},\"open\":{open},\"in_use\":{in_use}}}",
+                if j == 0 { "" } else { "," },
+                quote(server),
+            );
+        }
+        out.push_str("]}");
     }
     out.push_str("]}");
     out

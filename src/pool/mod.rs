@@ -1,7 +1,8 @@
-//! Bounded pools of server connections, one per (server, user, database).
+//! Pools of server connections, one per (tenant, server, user, database).
 //!
-//! - Capacity is a FIFO-fair semaphore (`pool_size` permits): waiters are
-//!   served in arrival order, and a wait is bounded by `query_wait_timeout`.
+//! - Capacity belongs to the tenant ([`budget::Budget`]): its pools on one
+//!   server share `pool_size` checkouts (a FIFO wait queue, bounded in length
+//!   and time) and `pool_size` open connections.
 //! - A checked-out connection is a [`PooledConn`] guard. [`PooledConn::release`]
 //!   returns it only if it is idle and clean; dropping the guard any other
 //!   way closes the connection. A dirty connection is never handed out.
@@ -9,6 +10,7 @@
 //!   after `server_lifetime` ([`Pool::reap`], run by a background task).
 
 pub mod breaker;
+pub mod budget;
 mod registry;
 
 pub use registry::Pools;
@@ -17,14 +19,16 @@ use crate::backend::conn::Params;
 use crate::backend::connect::{connect, Login};
 use crate::backend::{BackendError, ServerConn, Target};
 use breaker::{Admit, Breaker};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use budget::{Budget, OpenSlot, Refused};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
-    pub size: usize,
+    /// Connections kept open (`min_pool_size`).
+    pub min: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub lifetime: Duration,
@@ -33,13 +37,24 @@ pub struct PoolSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("pgrouter: waited {waited_ms} ms for a server connection to {target} (pool_size {size} for user {user:?}, database {database:?})")]
+    #[error("pgrouter: tenant {tenant}: waited {waited_ms} ms for a server connection to {target} (pool_size {size})")]
     Timeout {
+        tenant: Arc<str>,
         waited_ms: u128,
         target: String,
         size: usize,
-        user: String,
-        database: String,
+    },
+    #[error("pgrouter: tenant {tenant}: queue full ({waiting} waiting for a server connection, queue_limit {limit})")]
+    QueueFull {
+        tenant: Arc<str>,
+        waiting: usize,
+        limit: usize,
+    },
+    #[error("pgrouter: server {target} is at max_server_conn_per_backend ({limit} connections); waited {waited_ms} ms for one to close")]
+    ServerFull {
+        target: String,
+        limit: usize,
+        waited_ms: u128,
     },
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -48,14 +63,14 @@ pub enum PoolError {
 impl PoolError {
     pub fn sqlstate(&self) -> &str {
         match self {
-            PoolError::Timeout { .. } => crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
             PoolError::Backend(e) => e.sqlstate(),
+            _ => crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
         }
     }
     pub fn client_message(&self) -> String {
         match self {
-            PoolError::Timeout { .. } => self.to_string(),
             PoolError::Backend(e) => e.client_message(),
+            _ => self.to_string(),
         }
     }
 }
@@ -70,12 +85,23 @@ pub struct PoolStats {
     pub wait_timeouts: AtomicU64,
 }
 
+/// An idle connection and its place in the budget.
+struct Idle {
+    conn: ServerConn,
+    slot: OpenSlot,
+}
+
 pub struct Pool {
     pub target: Arc<Target>,
     pub login: Login,
     settings: PoolSettings,
-    idle: Mutex<Vec<ServerConn>>,
-    permits: Arc<Semaphore>,
+    /// Least recently used first.
+    idle: Mutex<Vec<Idle>>,
+    /// The tenant's capacity on this server, shared with its other pools.
+    pub budget: Arc<Budget>,
+    in_use: AtomicUsize,
+    /// A min_pool_size top-up is running.
+    warming: AtomicBool,
     /// ParameterStatus values of a fresh session: the defaults clients start from.
     defaults: Mutex<Option<Params>>,
     /// Set once a login to this (server, user, database) has succeeded.
@@ -91,10 +117,13 @@ impl Pool {
         login: Login,
         settings: PoolSettings,
         breaker: Arc<Breaker>,
+        budget: Arc<Budget>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let pool = Arc::new(Self {
             breaker,
-            permits: Arc::new(Semaphore::new(settings.size)),
+            budget,
+            in_use: AtomicUsize::new(0),
+            warming: AtomicBool::new(false),
             target,
             login,
             settings,
@@ -102,7 +131,18 @@ impl Pool {
             defaults: Mutex::new(None),
             proven: AtomicBool::new(false),
             stats: PoolStats::default(),
-        })
+        });
+        pool.budget.register(&pool);
+        pool
+    }
+
+    pub fn tenant(&self) -> &Arc<str> {
+        &self.budget.queue.tenant
+    }
+
+    /// How long a checkout may wait (the tenant's `queue_timeout`).
+    pub fn wait_limit(&self) -> Duration {
+        self.budget.queue.timeout
     }
 
     pub fn is_proven(&self) -> bool {
@@ -114,52 +154,73 @@ impl Pool {
         self.defaults.lock().ok().and_then(|d| d.clone())
     }
 
+    /// The tenant's pool_size on this server.
     pub fn size(&self) -> usize {
-        self.settings.size
+        self.budget.size
     }
 
-    /// (idle, in use) server connections right now.
+    /// (idle, in use) server connections of this pool right now.
     pub fn counts(&self) -> (usize, usize) {
         let idle = self.idle.lock().map(|v| v.len()).unwrap_or(0);
-        let used = self.settings.size - self.permits.available_permits();
-        (idle, used)
+        (idle, self.in_use.load(Ordering::Relaxed))
     }
 
     /// Checks out a server connection, waiting up to `wait` for capacity.
     /// Cancel-safe: a cancelled wait leaves the queue.
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<PooledConn, PoolError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let started = Instant::now();
-                match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Err(PoolError::Timeout {
-                            waited_ms: started.elapsed().as_millis(),
-                            target: self.target.to_string(),
-                            size: self.settings.size,
-                            user: self.login.user.clone(),
-                            database: self.login.database.clone(),
-                        });
-                    }
-                }
-            }
+        let permit = match self.budget.try_checkout() {
+            Some(p) => p,
+            None => self
+                .budget
+                .checkout(wait)
+                .await
+                .map_err(|r| self.refused(r))?,
         };
         match self.checkout_idle(permit) {
             Ok(conn) => Ok(conn),
             Err(permit) => {
+                let slot = self
+                    .budget
+                    .open_slot(Instant::now() + wait)
+                    .await
+                    .map_err(|r| self.refused(r))?;
                 let conn = self.open().await?;
-                Ok(PooledConn::new(conn, permit, self.clone()))
+                Ok(PooledConn::new(conn, slot, Some(permit), self.clone()))
             }
         }
     }
 
-    /// The fast path: a free permit and a warm idle connection, without
+    fn refused(&self, r: Refused) -> PoolError {
+        match r {
+            Refused::QueueFull { waiting } => PoolError::QueueFull {
+                tenant: self.tenant().clone(),
+                waiting,
+                limit: self.budget.queue.limit,
+            },
+            Refused::Timeout { waited } => {
+                self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                PoolError::Timeout {
+                    tenant: self.tenant().clone(),
+                    waited_ms: waited.as_millis(),
+                    target: self.target.to_string(),
+                    size: self.budget.size,
+                }
+            }
+            Refused::ServerFull { waited, limit } => {
+                self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                PoolError::ServerFull {
+                    target: self.target.to_string(),
+                    limit,
+                    waited_ms: waited.as_millis(),
+                }
+            }
+        }
+    }
+
+    /// The fast path: a free checkout and a warm idle connection, without
     /// awaiting anything. `None` means take the slow path ([`Pool::acquire`]).
     pub fn try_acquire_idle(self: &Arc<Self>) -> Option<PooledConn> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let permit = self.budget.try_checkout()?;
         self.checkout_idle(permit).ok()
     }
 
@@ -169,18 +230,65 @@ impl Pool {
     ) -> Result<PooledConn, OwnedSemaphorePermit> {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         // Expiry is the reaper's job (once a second), so no clock is read here.
-        while let Some(mut conn) = self.pop_idle() {
-            if conn.looks_alive() {
-                return Ok(PooledConn::new(conn, permit, self.clone()));
+        while let Some(mut idle) = self.pop_idle() {
+            if idle.conn.looks_alive() {
+                return Ok(PooledConn::new(
+                    idle.conn,
+                    idle.slot,
+                    Some(permit),
+                    self.clone(),
+                ));
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
         Err(permit)
     }
 
-    fn pop_idle(&self) -> Option<ServerConn> {
+    fn pop_idle(&self) -> Option<Idle> {
         // Most recently used first: warm connections stay warm, cold ones expire.
         self.idle.lock().ok().and_then(|mut v| v.pop())
+    }
+
+    /// Closes this pool's least recently used idle connection (a sibling
+    /// pool of the tenant needs its slot). Keeps none back for min_pool_size:
+    /// a connection in use beats a warm one.
+    fn close_oldest_idle(&self) -> bool {
+        let Ok(mut v) = self.idle.lock() else {
+            return false;
+        };
+        if v.is_empty() {
+            return false;
+        }
+        v.remove(0);
+        self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether fewer than `min_pool_size` connections are open.
+    pub fn needs_warming(&self) -> bool {
+        let (idle, used) = self.counts();
+        self.settings.min > 0 && self.is_proven() && idle + used < self.settings.min
+    }
+
+    /// Opens connections up to `min_pool_size`, within the tenant's budget
+    /// and without closing anyone's (one top-up at a time per pool).
+    pub async fn warm(self: Arc<Self>) {
+        if self.warming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        while self.needs_warming() {
+            let Some(slot) = self.budget.try_open_slot() else {
+                break;
+            };
+            match self.open().await {
+                Ok(conn) => self.put_back(conn, slot),
+                Err(e) => {
+                    tracing::debug!(server = %self.target, error = %e, "cannot warm the pool");
+                    break;
+                }
+            }
+        }
+        self.warming.store(false, Ordering::Release);
     }
 
     async fn open(&self) -> Result<ServerConn, BackendError> {
@@ -225,14 +333,14 @@ impl Pool {
         result
     }
 
-    fn put_back(&self, mut conn: ServerConn) {
+    fn put_back(&self, mut conn: ServerConn, slot: OpenSlot) {
         if !conn.is_reusable() {
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
             return;
         }
         conn.idle_ticks = 0;
         if let Ok(mut v) = self.idle.lock() {
-            v.push(conn);
+            v.push(Idle { conn, slot });
         }
     }
 
@@ -245,9 +353,20 @@ impl Pool {
         };
         let before = v.len();
         let s = &self.settings;
-        v.retain_mut(|c| {
+        // Idle ones may close only down to min_pool_size; old ones always
+        // (the warmer opens fresh ones).
+        let mut may_idle_out = (before + self.in_use.load(Ordering::Relaxed)).saturating_sub(s.min);
+        v.retain_mut(|i| {
+            let c = &mut i.conn;
             c.idle_ticks = c.idle_ticks.saturating_add(1);
-            tick * c.idle_ticks < s.idle_timeout && now.duration_since(c.created) < s.lifetime
+            if now.duration_since(c.created) >= s.lifetime {
+                return false;
+            }
+            if tick * c.idle_ticks >= s.idle_timeout && may_idle_out > 0 {
+                may_idle_out -= 1;
+                return false;
+            }
+            true
         });
         let closed = before - v.len();
         self.stats
@@ -268,14 +387,22 @@ impl Pool {
 /// dropped any other way (errors, panics, a vanished client) it is closed.
 pub struct PooledConn {
     conn: Option<ServerConn>,
-    _permit: OwnedSemaphorePermit,
+    slot: Option<OpenSlot>,
+    _permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
 }
 
 impl PooledConn {
-    fn new(conn: ServerConn, permit: OwnedSemaphorePermit, pool: Arc<Pool>) -> Self {
+    fn new(
+        conn: ServerConn,
+        slot: OpenSlot,
+        permit: Option<OwnedSemaphorePermit>,
+        pool: Arc<Pool>,
+    ) -> Self {
+        pool.in_use.fetch_add(1, Ordering::Relaxed);
         Self {
             conn: Some(conn),
+            slot: Some(slot),
             _permit: permit,
             pool,
         }
@@ -287,8 +414,10 @@ impl PooledConn {
 
     /// Returns the connection to the pool if it is clean; closes it otherwise.
     pub fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.put_back(conn);
+        // Back in the idle list before the checkout permit is freed (when
+        // `self` drops), so the next waiter finds it rather than opening one.
+        if let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) {
+            self.pool.put_back(conn, slot);
         }
     }
 }
@@ -315,6 +444,7 @@ impl std::ops::DerefMut for PooledConn {
 
 impl Drop for PooledConn {
     fn drop(&mut self) {
+        self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
         if self.conn.take().is_some() {
             self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,6 +1,8 @@
-//! All pools, keyed by (server, user, database), created on first use.
+//! All pools, keyed by (tenant, server, user, database), created on first use.
+//! The tenant is part of the key because two tenants' users may log into
+//! the server as the same role, and must still not share connections.
 
-use super::{Pool, PoolSettings};
+use super::Pool;
 use crate::backend::connect::Login;
 use crate::backend::Target;
 use std::collections::HashMap;
@@ -9,6 +11,7 @@ use std::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
+    tenant: Arc<str>,
     target: Arc<Target>,
     user: String,
     database: String,
@@ -20,27 +23,25 @@ pub struct Pools {
 }
 
 impl Pools {
+    /// The pool for this key, made by `make` if there is none yet.
     pub fn get_or_create(
         &self,
+        tenant: &Arc<str>,
         target: &Arc<Target>,
         login: &Login,
-        settings: impl FnOnce() -> PoolSettings,
-        breaker: &Arc<super::breaker::Breaker>,
+        make: impl FnOnce() -> Arc<Pool>,
     ) -> Arc<Pool> {
         let key = Key {
+            tenant: tenant.clone(),
             target: target.clone(),
             user: login.user.clone(),
             database: login.database.clone(),
         };
         let Ok(mut map) = self.map.lock() else {
             // A poisoned registry means a panic elsewhere; still serve.
-            return Pool::new(target.clone(), login.clone(), settings(), breaker.clone());
+            return make();
         };
-        map.entry(key)
-            .or_insert_with(|| {
-                Pool::new(target.clone(), login.clone(), settings(), breaker.clone())
-            })
-            .clone()
+        map.entry(key).or_insert_with(make).clone()
     }
 
     /// Forgets a pool that never logged in (a mistyped database name), so
@@ -72,5 +73,13 @@ impl Pools {
 
     pub fn reap(&self, now: Instant, tick: std::time::Duration) -> usize {
         self.all().iter().map(|p| p.reap(now, tick)).sum()
+    }
+
+    /// Pools below their `min_pool_size`.
+    pub fn to_warm(&self) -> Vec<Arc<Pool>> {
+        self.all()
+            .into_iter()
+            .filter(|p| p.needs_warming())
+            .collect()
     }
 }

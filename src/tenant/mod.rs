@@ -1,0 +1,275 @@
+//! Tenants: bulkheads around groups of users (docs/tenants.md).
+//!
+//! Each tenant has its own pools on every server, its own wait queue, client
+//! limit, rate limit and statement timeout, so one tenant's overload cannot
+//! take another's connections. Overload is refused fast, with a message that
+//! names the tenant and the limit:
+//! - too many clients: 53300 at login;
+//! - queue full / waited too long for a server connection: 53300 (from
+//!   [`crate::pool`]), the client's connection stays usable;
+//! - over the rate limit: 53400, the connection stays usable.
+
+pub mod rate;
+
+use crate::backend::Target;
+use crate::config::{Config, RateLimitConfig, TenantSettings, DEFAULT_TENANT};
+use crate::pool::budget::{Budget, Queue, ServerCap};
+use rate::TokenBucket;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("pgrouter: tenant {tenant}: too many clients (max_clients {max})")]
+    TooManyClients { tenant: Arc<str>, max: usize },
+    #[error("pgrouter: tenant {tenant}: rate limit of {rate} transactions/s exceeded (burst {burst}); the next slot is {wait_ms} ms away, over queue_timeout")]
+    RateLimited {
+        tenant: Arc<str>,
+        rate: f64,
+        burst: u32,
+        wait_ms: u128,
+    },
+}
+
+impl TenantError {
+    pub fn sqlstate(&self) -> &'static str {
+        use crate::protocol::sqlstate;
+        match self {
+            TenantError::TooManyClients { .. } => sqlstate::TOO_MANY_CONNECTIONS,
+            TenantError::RateLimited { .. } => sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+        }
+    }
+}
+
+/// Counters of one tenant (the pool-side ones live in its [`Queue`]).
+#[derive(Debug, Default)]
+pub struct TenantStats {
+    pub clients_refused: AtomicU64,
+    /// Transactions that waited for a rate-limit token.
+    pub rate_delayed: AtomicU64,
+    pub rate_refused: AtomicU64,
+}
+
+pub struct Tenant {
+    pub name: Arc<str>,
+    pub settings: TenantSettings,
+    clients: Arc<Semaphore>,
+    pub queue: Arc<Queue>,
+    rate: Option<Mutex<TokenBucket>>,
+    /// This tenant's capacity on each server, made on first use.
+    budgets: Mutex<HashMap<Arc<Target>, Arc<Budget>>>,
+    pub stats: TenantStats,
+}
+
+impl Tenant {
+    fn new(name: &str, settings: TenantSettings) -> Self {
+        let name: Arc<str> = name.into();
+        Self {
+            queue: Queue::new(name.clone(), settings.queue_limit, settings.queue_timeout),
+            clients: Arc::new(Semaphore::new(settings.max_clients)),
+            rate: settings.rate_limit.map(|r: RateLimitConfig| {
+                Mutex::new(TokenBucket::new(
+                    r.transactions_per_second,
+                    r.burst,
+                    Instant::now(),
+                ))
+            }),
+            budgets: Mutex::new(HashMap::new()),
+            stats: TenantStats::default(),
+            name,
+            settings,
+        }
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.settings.max_clients - self.clients.available_permits()
+    }
+
+    /// A client's place among `max_clients`, held for its whole session.
+    pub fn admit_client(&self) -> Result<OwnedSemaphorePermit, TenantError> {
+        self.clients.clone().try_acquire_owned().map_err(|_| {
+            self.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
+            TenantError::TooManyClients {
+                tenant: self.name.clone(),
+                max: self.settings.max_clients,
+            }
+        })
+    }
+
+    /// Whether the rate limit lets a transaction start: after how long
+    /// (zero: now), or why not.
+    pub fn admit_transaction(&self) -> Result<Duration, TenantError> {
+        let Some(bucket) = &self.rate else {
+            return Ok(Duration::ZERO);
+        };
+        let Ok(mut b) = bucket.lock() else {
+            return Ok(Duration::ZERO);
+        };
+        match b.reserve(Instant::now(), self.settings.queue_timeout) {
+            Ok(w) => {
+                if !w.is_zero() {
+                    self.stats.rate_delayed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(w)
+            }
+            Err(w) => {
+                self.stats.rate_refused.fetch_add(1, Ordering::Relaxed);
+                let r = self.settings.rate_limit.unwrap_or(RateLimitConfig {
+                    transactions_per_second: 0.0,
+                    burst: 0,
+                });
+                Err(TenantError::RateLimited {
+                    tenant: self.name.clone(),
+                    rate: r.transactions_per_second,
+                    burst: r.burst,
+                    wait_ms: w.as_millis(),
+                })
+            }
+        }
+    }
+
+    /// This tenant's capacity on `target`.
+    pub fn budget(&self, target: &Arc<Target>, cap: &Arc<ServerCap>) -> Arc<Budget> {
+        let make = || Budget::new(self.settings.pool_size, self.queue.clone(), cap.clone());
+        let Ok(mut m) = self.budgets.lock() else {
+            return make();
+        };
+        m.entry(target.clone()).or_insert_with(make).clone()
+    }
+
+    /// (server name, open connections, lent connections) per server used.
+    pub fn servers(&self) -> Vec<(String, usize, usize)> {
+        let mut v: Vec<_> = self
+            .budgets
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(t, b)| (t.name.clone(), b.open_count(), b.in_use()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Startup `options` for this tenant's server connections.
+    pub fn server_options(&self) -> Option<String> {
+        self.settings
+            .statement_timeout
+            .map(|d| format!("-c statement_timeout={}", d.as_millis()))
+    }
+}
+
+/// Every tenant, and who belongs to which.
+pub struct Tenants {
+    list: Vec<Arc<Tenant>>,
+    by_user: HashMap<String, usize>,
+    by_database: HashMap<String, usize>,
+    default: usize,
+}
+
+impl Tenants {
+    pub fn new(config: &Config) -> Self {
+        let mut list = Vec::new();
+        let mut by_user = HashMap::new();
+        let mut by_database = HashMap::new();
+        let mut default = 0;
+        for name in config.tenant_names() {
+            let i = list.len();
+            if name == DEFAULT_TENANT {
+                default = i;
+            }
+            if let Some(t) = config.tenants.get(&name) {
+                for u in &t.users {
+                    by_user.insert(u.clone(), i);
+                }
+                for d in &t.databases {
+                    by_database.insert(d.clone(), i);
+                }
+            }
+            list.push(Arc::new(Tenant::new(&name, config.tenant_settings(&name))));
+        }
+        Self {
+            list,
+            by_user,
+            by_database,
+            default,
+        }
+    }
+
+    /// The tenant of a client: the one listing its user, else the one
+    /// listing its database, else `default`.
+    pub fn resolve(&self, user: &str, database: &str) -> &Arc<Tenant> {
+        let i = self
+            .by_user
+            .get(user)
+            .or_else(|| self.by_database.get(database))
+            .copied()
+            .unwrap_or(self.default);
+        &self.list[i.min(self.list.len() - 1)]
+    }
+
+    pub fn all(&self) -> &[Arc<Tenant>] {
+        &self.list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[[users]]\nname = \"a\"\npassword = \"x\"\n[[users]]\nname = \"b\"\npassword = \"x\"\n\
+             [[users]]\nname = \"c\"\npassword = \"x\"\n[primary]\nport = 5432\n{extra}"
+        );
+        Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn users_then_databases_then_default() {
+        let c = config(
+            "[tenants.acme]\nusers = [\"a\"]\npool_size = 3\n\
+             [tenants.globex]\ndatabases = [\"globex\"]\n",
+        );
+        let t = Tenants::new(&c);
+        assert_eq!(&*t.resolve("a", "globex").name, "acme");
+        assert_eq!(t.resolve("a", "x").settings.pool_size, 3);
+        assert_eq!(&*t.resolve("b", "globex").name, "globex");
+        assert_eq!(&*t.resolve("b", "other").name, "default");
+        assert_eq!(t.resolve("b", "other").settings.pool_size, 20);
+    }
+
+    #[test]
+    fn client_limit_is_per_tenant() {
+        let c = config("[tenants.acme]\nusers = [\"a\"]\nmax_clients = 1\n");
+        let t = Tenants::new(&c);
+        let acme = t.resolve("a", "d");
+        let first = acme.admit_client();
+        assert!(first.is_ok());
+        let err = acme.admit_client().err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("pgrouter: tenant acme: too many clients (max_clients 1)")
+        );
+        // Another tenant is unaffected.
+        assert!(t.resolve("b", "d").admit_client().is_ok());
+        drop(first);
+        assert!(acme.admit_client().is_ok());
+    }
+
+    #[test]
+    fn statement_timeout_becomes_a_startup_option() {
+        let c = config("[tenants.acme]\nusers = [\"a\"]\nstatement_timeout = \"1500ms\"\n");
+        let t = Tenants::new(&c);
+        assert_eq!(
+            t.resolve("a", "d").server_options().as_deref(),
+            Some("-c statement_timeout=1500")
+        );
+        assert_eq!(t.resolve("b", "d").server_options(), None);
+    }
+}
