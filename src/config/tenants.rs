@@ -110,7 +110,10 @@ impl Config {
             if cap > 0 && s.pool_size > cap {
                 return Err(invalid(
                     key("pool_size"),
-                    format!("{} exceeds server.max_server_conn_per_backend ({cap})", s.pool_size),
+                    format!(
+                        "{} exceeds server.max_server_conn_per_backend ({cap})",
+                        s.pool_size
+                    ),
                 ));
             }
             if s.min_pool_size > s.pool_size {

@@ -184,5 +184,7 @@ fn oversubscribed_server_cap_is_a_warning() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("35") && w[0].contains("x 15"), "{w:?}");
     let ok = text.replace("pool_size = 15", "pool_size = 10");
-    assert!(Config::parse(&ok, "t").map(|c| c.warnings().is_empty()).unwrap_or(false));
+    assert!(Config::parse(&ok, "t")
+        .map(|c| c.warnings().is_empty())
+        .unwrap_or(false));
 }

@@ -226,8 +226,7 @@ impl Budget {
                 });
             }
             let slice = RECHECK.min(deadline - now);
-            if let Ok(Ok(p)) =
-                tokio::time::timeout(slice, self.open.clone().acquire_owned()).await
+            if let Ok(Ok(p)) = tokio::time::timeout(slice, self.open.clone().acquire_owned()).await
             {
                 break p;
             }
