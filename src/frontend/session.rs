@@ -246,16 +246,8 @@ impl Session<'_> {
         match self.login.tenant.admit_transaction() {
             Ok(wait) if wait.is_zero() => Ok(true),
             Ok(wait) => {
-                let sleep = tokio::time::sleep(wait);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = &mut sleep => return Ok(true),
-                        // Notice a client that leaves while it waits.
-                        r = self.client.read_more(), if self.client.buf.len() < 1 << 20 => { r?; }
-                    }
-                }
+                self.watching_client(tokio::time::sleep(wait)).await?;
+                Ok(true)
             }
             Err(e) => {
                 self.fail_request(e.sqlstate(), &e.to_string()).await?;
@@ -306,7 +298,15 @@ impl Session<'_> {
         if let Some(conn) = pool.try_acquire_idle() {
             return Ok(Ok(conn));
         }
-        let fut = pool.acquire(pool.wait_limit());
+        self.watching_client(pool.acquire(pool.wait_limit())).await
+    }
+
+    /// Awaits `fut` while watching the client, so one that leaves during
+    /// the wait ends it at once (and leaves any queue it was in).
+    async fn watching_client<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, ClientError> {
         tokio::pin!(fut);
         loop {
             tokio::select! {
