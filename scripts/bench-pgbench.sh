@@ -27,7 +27,7 @@ ROUTE_SELF=${ROUTE_SELF:-0}
 scripts/ensure-postgres.sh
 if ! command -v pgbouncer >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 fi
 cargo build --release --quiet
 BIN=$PWD/target/release/pgrouter
