@@ -9,6 +9,7 @@ use crate::lag::elect::Writer;
 use crate::lag::health::{State, Thresholds};
 use crate::lag::probe::ProbeLogin;
 use crate::lag::{Monitor, Node, NodeStatus};
+use crate::metrics::Metrics;
 use crate::pool::breaker::Breaker;
 use crate::pool::budget::ServerCap;
 use crate::pool::{Pool, PoolSettings, Pools};
@@ -40,6 +41,8 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error("cannot start worker threads: {0}")]
     Workers(std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// A configured user, with what login and server connections need precomputed.
@@ -103,10 +106,14 @@ pub struct Shared {
     /// Tasks that tell over-limit clients why they are refused.
     pub overflow_slots: Arc<Semaphore>,
     client_ids: AtomicU64,
+    pub metrics: Arc<Metrics>,
+    /// Start time, seconds since the Unix epoch (a metric).
+    pub started_unix: f64,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config) -> Result<Self, AppError> {
+        let metrics = Arc::new(Metrics::new()?);
         let primary = Arc::new(Target {
             name: "primary".into(),
             role: Role::Primary,
@@ -169,8 +176,13 @@ impl Shared {
         let server_caps = (0..monitor.nodes.len())
             .map(|_| ServerCap::new(config.server.max_server_conn_per_backend))
             .collect();
-        Self {
-            tenants: Tenants::new(&config),
+        Ok(Self {
+            tenants: Tenants::new(&config, &metrics),
+            metrics,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
             server_caps,
             primary,
             replicas,
@@ -187,7 +199,7 @@ impl Shared {
             overflow_slots: Arc::new(Semaphore::new(128)),
             client_ids: AtomicU64::new(1),
             config,
-        }
+        })
     }
 
     pub fn next_client_id(&self) -> u64 {
@@ -343,6 +355,11 @@ impl Shared {
     }
 }
 
+/// Re-reads the config file and applies it. Returns what changed.
+pub fn reload(_shared: &Shared) -> Result<String, String> {
+    Err("hot reload is not available in this build".into())
+}
+
 /// A running router.
 pub struct Router {
     pub addr: SocketAddr,
@@ -377,7 +394,7 @@ impl Router {
             addr: http_listen,
             source,
         })?;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config)?);
         let workers = crate::frontend::workers::Workers::start(
             shared.config.server.worker_threads,
             shared.clone(),

@@ -9,12 +9,15 @@
 //! - [`pool`]: bounded pools of server connections with FIFO wait, idle/lifetime expiry and a circuit breaker per server.
 //! - [`lag`]: the health and lag monitor: replica eviction with hysteresis, which server takes writes.
 //! - [`config`]: `router.toml` model, duration parsing, validation.
+//! - [`admin`]: the admin console (`psql ... pgrouter`): SHOW, PAUSE/RESUME, RELOAD, SHUTDOWN.
 //! - [`app`]: wiring of listeners, background tasks and graceful drain.
-//! - [`http`]: health endpoints.
+//! - [`http`]: health endpoints, `/status`, `/metrics`.
+//! - [`metrics`]: Prometheus metrics (hot-path series and scrape-time state).
 //! - [`demo`]: throwaway primary + replicas from the machine's PostgreSQL (used by `pgrouter demo` and the tests).
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::todo)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
@@ -23,6 +26,7 @@ pub mod demo;
 pub mod frontend;
 pub mod http;
 pub mod lag;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod router;

@@ -4,7 +4,7 @@
 use anyhow_free::fail;
 use clap::{Parser, Subcommand};
 use pgrouter::app::Router;
-use pgrouter::config::Config;
+use pgrouter::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,10 +49,22 @@ mod anyhow_free {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr as text or JSON lines; RUST_LOG overrides the level.
+fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("pgrouter={level},warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // One JSON object per line; span fields (the client id) included.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 fn main() -> ExitCode {
@@ -82,7 +94,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Cmd::Demo { replicas }) => {
-            init_logging("warn");
+            init_logging("warn", LogFormat::Text);
             run_async(async move {
                 pgrouter::demo::run(replicas)
                     .await
@@ -94,7 +106,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            init_logging(&config.server.log_level);
+            init_logging(&config.server.log_level, config.server.log_format);
             run_async(serve(config))
         }
     }
@@ -119,7 +131,10 @@ fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> Exit
 async fn serve(config: Config) -> Result<(), String> {
     let timeout = config.server.shutdown_timeout.get();
     let router = Router::start(config).await.map_err(|e| e.to_string())?;
-    pgrouter::shutdown::signalled().await;
+    tokio::select! {
+        _ = pgrouter::shutdown::signalled() => {}
+        _ = router.shared.shutdown.wait() => {}
+    }
     tracing::info!("shutting down: draining clients for up to {timeout:?}");
     router.shutdown();
     if !router.drain(timeout).await {

@@ -26,6 +26,15 @@ pub enum Role {
     Replica,
 }
 
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
 /// A server the router can connect to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {

@@ -161,7 +161,24 @@ impl Config {
             }
         }
         self.validate_lag()?;
+        self.validate_admin()?;
         self.validate_tenants()
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        if a.database.is_empty() {
+            return Err(invalid("admin.database", "must not be empty"));
+        }
+        for (i, name) in a.users.iter().enumerate() {
+            if !self.users.iter().any(|u| &u.name == name) {
+                return Err(invalid(
+                    format!("admin.users[{i}]"),
+                    format!("{name:?} is not a [[users]] entry (admins log in like any user)"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_lag(&self) -> Result<(), ConfigError> {

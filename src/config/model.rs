@@ -26,6 +26,36 @@ pub struct Config {
     /// holds every user no other tenant claims.
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin console: `psql -U <admin user> pgrouter` (docs/observability.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// [[users]] entries that may use the console (none by default).
+    pub users: Vec<String>,
+    /// The database name that opens the console instead of a server session.
+    pub database: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            users: Vec::new(),
+            database: "pgrouter".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The name of the tenant that holds every user no other tenant claims.
@@ -254,7 +284,12 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Threads that run client sessions (0: one per core).
     pub worker_threads: usize,
+    /// `error`, `warn`, `info`, `debug` or `trace` (RUST_LOG overrides it).
     pub log_level: String,
+    pub log_format: LogFormat,
+    /// Log transactions that held their server connection longer than this
+    /// ("0s": off).
+    pub log_slow_transactions: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -276,6 +311,8 @@ impl Default for ServerConfig {
             max_message_size: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
             worker_threads: 0,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
+            log_slow_transactions: HumanDuration::from_secs(0),
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! The registry is also how shutdown reaches idle sessions: each slot holds a
 //! one-shot sender. (A single shared watch channel would make every idle
-//! session register with one shared lock on every transaction.)
+//! session register with one shared lock on every transaction.) And it is
+//! the list of connected clients the admin console shows (SHOW CLIENTS).
 
 use crate::backend::connect::send_cancel;
 use crate::backend::Target;
@@ -21,9 +22,30 @@ struct ServerKey {
     secret: i32,
 }
 
+/// Who a client is (SHOW CLIENTS).
+#[derive(Debug, Default)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub tenant: Arc<str>,
+    pub peer: Option<std::net::SocketAddr>,
+    pub since: Option<std::time::SystemTime>,
+    /// Transactions finished.
+    pub transactions: std::sync::atomic::AtomicU64,
+}
+
+/// A client as SHOW CLIENTS lists it.
+pub struct ClientRow {
+    pub info: Arc<CancelSlot>,
+    /// The server connection it holds now: (server, backend pid).
+    pub server: Option<(String, i32)>,
+}
+
 /// Where one client's queries currently run.
 #[derive(Default)]
 pub struct CancelSlot {
+    pub client: ClientInfo,
     current: Mutex<Option<ServerKey>>,
     /// Fires when the router shuts down.
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
@@ -80,11 +102,12 @@ impl Drop for CancelKey {
 }
 
 impl CancelRegistry {
-    pub fn register(self: &Arc<Self>) -> CancelKey {
+    pub fn register(self: &Arc<Self>, client: ClientInfo) -> CancelKey {
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
         let secret: i32 = rand::random();
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(CancelSlot {
+            client,
             current: Mutex::new(None),
             shutdown: Mutex::new(Some(tx)),
         });
@@ -98,6 +121,26 @@ impl CancelRegistry {
             shutdown: Some(rx),
             registry: self.clone(),
         }
+    }
+
+    /// Every connected client, oldest first, with the server it holds.
+    pub fn clients(&self) -> Vec<ClientRow> {
+        let Ok(slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        let mut rows: Vec<ClientRow> = slots
+            .values()
+            .map(|slot| ClientRow {
+                server: slot
+                    .current
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.as_ref().map(|k| (k.target.name.clone(), k.pid))),
+                info: slot.clone(),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.info.client.id);
+        rows
     }
 
     /// Tells every session that the router is shutting down.

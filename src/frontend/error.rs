@@ -37,6 +37,20 @@ impl ClientError {
         }
     }
 
+    /// Which side failed, for logs: the client (left, misbehaved, failed to
+    /// log in), a server (connection lost) or the router (a limit, shutdown).
+    pub fn side(&self) -> &'static str {
+        match self {
+            ClientError::Fatal { code, .. }
+                if code == sqlstate::CONNECTION_FAILURE || code.starts_with("08") =>
+            {
+                "server"
+            }
+            ClientError::Fatal { .. } => "router",
+            _ => "client",
+        }
+    }
+
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
         ClientError::Fatal {
             code: code.to_string(),

@@ -2,7 +2,7 @@
 //! authentication, database check, and the session's opening messages.
 //! See <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>.
 
-use super::cancel::CancelKey;
+use super::cancel::{CancelKey, ClientInfo};
 use super::params;
 use super::stream::ClientStream;
 use super::ClientError;
@@ -37,6 +37,8 @@ pub enum Outcome {
     LoggedIn(Box<LoggedIn>),
     /// A CancelRequest was handled; close the connection.
     Cancelled,
+    /// An admin opened the console (`[admin] database`).
+    Admin(CancelKey),
 }
 
 /// Runs the whole login. `over_limit` means max_client_conn is reached: the
@@ -45,6 +47,7 @@ pub async fn login(
     client: &mut ClientStream,
     shared: &Shared,
     over_limit: bool,
+    id: u64,
 ) -> Result<Outcome, ClientError> {
     let startup = loop {
         let packet = client.read_startup().await?;
@@ -119,6 +122,9 @@ pub async fn login(
         // authenticate() never succeeds for unknown users.
         return Err(ClientError::AuthFailed { user: user_name });
     };
+    if database == shared.config.admin.database {
+        return admin_login(client, shared, out, &user, id).await;
+    }
     let tenant = shared.tenant_of(&user, &database).clone();
     let tenant_slot = tenant
         .admit_client()
@@ -150,7 +156,15 @@ pub async fn login(
             messages::parameter_status(&mut out, k, v);
         }
     }
-    let key = shared.cancels.register();
+    let key = shared.cancels.register(ClientInfo {
+        id,
+        user: user.cfg.name.clone(),
+        database: database.clone(),
+        tenant: tenant.name.clone(),
+        peer: client.peer(),
+        since: Some(std::time::SystemTime::now()),
+        transactions: Default::default(),
+    });
     messages::backend_key_data(&mut out, key.pid, key.secret);
     messages::ready_for_query(&mut out, b'I');
     client.write_all(&out).await?;
@@ -163,6 +177,52 @@ pub async fn login(
         tenant,
         _tenant_slot: tenant_slot,
     })))
+}
+
+/// Opens the admin console for an authenticated user, or refuses a
+/// non-admin with 42501.
+async fn admin_login(
+    client: &mut ClientStream,
+    shared: &Shared,
+    mut out: BytesMut,
+    user: &UserEntry,
+    id: u64,
+) -> Result<Outcome, ClientError> {
+    let admin = &shared.config.admin;
+    if !admin.users.contains(&user.cfg.name) {
+        return Err(ClientError::fatal(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "pgrouter: permission denied: user \"{}\" is not an admin (admin.users)",
+                user.cfg.name
+            ),
+        ));
+    }
+    messages::auth_ok(&mut out);
+    for (k, v) in [
+        ("server_version", "15.0 (pgrouter admin console)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("application_name", ""),
+    ] {
+        messages::parameter_status(&mut out, k, v);
+    }
+    let key = shared.cancels.register(ClientInfo {
+        id,
+        user: user.cfg.name.clone(),
+        database: admin.database.clone(),
+        tenant: "(admin)".into(),
+        peer: client.peer(),
+        since: Some(std::time::SystemTime::now()),
+        transactions: Default::default(),
+    });
+    messages::backend_key_data(&mut out, key.pid, key.secret);
+    messages::ready_for_query(&mut out, b'I');
+    client.write_all(&out).await?;
+    Ok(Outcome::Admin(key))
 }
 
 /// Verifies the client's password. Unknown users run a SCRAM exchange

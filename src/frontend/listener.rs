@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// Accepts until shutdown, handing clients to the session workers.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Workers) {
@@ -56,20 +56,34 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Workers)
     info!("listener stopped accepting");
 }
 
-/// One client, from its first byte to its last.
+/// One client, from its first byte to its last. Its log lines carry its
+/// id (the `client` span; SHOW CLIENTS lists the same id).
 pub(crate) async fn handle(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+    overflow: Option<OwnedSemaphorePermit>,
+) {
+    let id = shared.next_client_id();
+    let span = tracing::info_span!("client", id);
+    serve_client(id, stream, shared, permit, overflow)
+        .instrument(span)
+        .await
+}
+
+async fn serve_client(
+    id: u64,
     stream: TcpStream,
     shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,
     _overflow: Option<OwnedSemaphorePermit>,
 ) {
-    let id = shared.next_client_id();
     let mut client = ClientStream::new(stream, shared.config.server.max_message_size);
     let peer = client.peer();
     let login_timeout = shared.config.server.client_login_timeout.get();
     let outcome = tokio::time::timeout(
         login_timeout,
-        handshake::login(&mut client, &shared, permit.is_none()),
+        handshake::login(&mut client, &shared, permit.is_none(), id),
     )
     .await;
     let outcome = match outcome {
@@ -78,20 +92,30 @@ pub(crate) async fn handle(
     };
     match outcome {
         Ok(Outcome::Cancelled) => {}
+        Ok(Outcome::Admin(key)) => {
+            info!(?peer, "admin console opened");
+            if let Err(e) = crate::admin::run(&shared, &mut client, key).await {
+                if let Some((code, message)) = e.response() {
+                    let mut out = BytesMut::new();
+                    messages::error_response(&mut out, Severity::Fatal, code, &message, None);
+                    let _ = client.write_all(&out).await;
+                }
+            }
+        }
         Ok(Outcome::LoggedIn(login)) => {
-            debug!(client = id, ?peer, user = %login.user.cfg.name, db = %login.database, "client logged in");
+            debug!(?peer, user = %login.user.cfg.name, db = %login.database, "client logged in");
             let result = session::run(&shared, client, *login).await;
             match result {
-                Ok(()) | Err(super::ClientError::Gone(_)) => debug!(client = id, "client left"),
-                Err(e) => info!(client = id, error = %e, "client session ended with an error"),
+                Ok(()) | Err(super::ClientError::Gone(_)) => debug!("client left"),
+                Err(e) => info!(side = e.side(), error = %e, "client session ended with an error"),
             }
         }
         Err(e) => {
             match &e {
                 super::ClientError::Gone(_) => {
-                    debug!(client = id, ?peer, "client left during login")
+                    debug!(?peer, "client left during login")
                 }
-                _ => info!(client = id, ?peer, error = %e, "login failed"),
+                _ => info!(?peer, side = e.side(), error = %e, "login failed"),
             }
             if let Some((code, message)) = e.response() {
                 let mut out = BytesMut::new();

@@ -10,6 +10,7 @@ use super::session::Session;
 use super::ClientError;
 use crate::config::{ConsistencyScope, Fallback, ReadYourWrites};
 use crate::lag::elect::Writer;
+use crate::lag::health::State;
 use crate::pool::{Pool, PoolError, PooledConn};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{parse, sqlstate};
@@ -18,6 +19,7 @@ use crate::router::classify::{is_plain_begin, is_set_transaction_read_only, Clas
 use crate::router::consistency::Position;
 use crate::router::hint::{self, Route};
 use crate::router::lsn;
+use crate::router::RouteReason;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +27,9 @@ use std::time::{Duration, Instant};
 /// Where the client's next transaction goes.
 pub(super) enum Decision {
     /// The primary; `write` when it may write (read-your-writes records it).
-    Primary { write: bool },
+    Primary { write: bool, reason: RouteReason },
     /// A replica if one is usable and caught up.
-    Read,
+    Read(RouteReason),
     /// `SET pgrouter.route`: answered by the router.
     SetRoute(Result<Route, String>),
     /// A plain `BEGIN`: answered by the router; the transaction is routed by
@@ -60,20 +62,32 @@ impl Session<'_> {
             }
         }
         let routing = &self.shared.config.routing;
-        if !routing.enabled || self.shared.replicas.list.is_empty() || self.session_pinned {
-            return Ok(Decision::Primary { write: false });
+        if !routing.enabled || self.shared.replicas.list.is_empty() {
+            return Ok(Decision::Primary {
+                write: false,
+                reason: RouteReason::RoutingOff,
+            });
+        }
+        if self.session_pinned {
+            return Ok(Decision::Primary {
+                write: false,
+                reason: RouteReason::SessionPinned,
+            });
         }
         let stats = &self.shared.route_stats;
+        let unseen = Decision::Primary {
+            write: true,
+            reason: RouteReason::PreparedStatement,
+        };
         // Bind/Execute of a statement prepared in an earlier transaction,
         // FunctionCall...: the router cannot see the SQL, so the primary.
         let Some(sql) = sql else {
-            return Ok(Decision::Primary { write: true });
+            return Ok(unseen);
         };
         // A named statement is executed by a later Bind the router cannot
         // classify (it goes to the primary), so it is prepared there too.
         if tag == b'P' && body.first().is_some_and(|&b| b != 0) {
-            stats.writes.fetch_add(1, Ordering::Relaxed);
-            return Ok(Decision::Primary { write: true });
+            return Ok(unseen);
         }
         if tag == b'Q' && is_plain_begin(sql) {
             return Ok(Decision::DeferBegin(sql.to_string()));
@@ -82,20 +96,28 @@ impl Session<'_> {
         if c.class == Class::Write {
             if c.reason == Reason::ParseFailure {
                 tracing::debug!(%sql, "statement not parsed; sent to the primary");
-                stats.parse_failures.fetch_add(1, Ordering::Relaxed);
             }
             if hint::leading_hint(sql) == Some(Route::Replica) {
                 stats.replica_hints_ignored.fetch_add(1, Ordering::Relaxed);
             }
-            stats.writes.fetch_add(1, Ordering::Relaxed);
-            return Ok(Decision::Primary { write: true });
+            return Ok(Decision::Primary {
+                write: true,
+                reason: c.reason.into(),
+            });
         }
-        Ok(
-            match hint::leading_hint(sql).unwrap_or(self.route_default) {
-                Route::Primary => Decision::Primary { write: false },
-                Route::Replica | Route::Auto => Decision::Read,
+        let hinted = hint::leading_hint(sql);
+        let reason = match hinted {
+            Some(_) => RouteReason::Hint,
+            None if self.route_default != Route::Auto => RouteReason::Hint,
+            None => c.reason.into(),
+        };
+        Ok(match hinted.unwrap_or(self.route_default) {
+            Route::Primary => Decision::Primary {
+                write: false,
+                reason,
             },
-        )
+            Route::Replica | Route::Auto => Decision::Read(reason),
+        })
     }
 
     /// Answers a plain BEGIN itself, then decides from the next message:
@@ -123,13 +145,12 @@ impl Session<'_> {
             && parse::cstr(&msg[5..], "Query")
                 .is_ok_and(|(sql, _)| is_set_transaction_read_only(sql));
         Ok(Some(if read_only {
-            Decision::Read
+            Decision::Read(RouteReason::ReadOnlyTransaction)
         } else {
-            self.shared
-                .route_stats
-                .writes
-                .fetch_add(1, Ordering::Relaxed);
-            Decision::Primary { write: true }
+            Decision::Primary {
+                write: true,
+                reason: RouteReason::ExplicitTransaction,
+            }
         }))
     }
 
@@ -194,7 +215,8 @@ impl Session<'_> {
 
     /// Places a read: a usable replica that has replayed the client's last
     /// write, else the primary (or an error, with `fallback = "error"`).
-    /// Returns the connection and the replica index (None: primary).
+    /// Returns the connection and the replica index (None: primary), and
+    /// sets `loan_reason` when the read lands on the primary.
     pub(super) async fn acquire_for_read(
         &mut self,
     ) -> Result<Result<(PooledConn, Option<usize>), Refusal>, ClientError> {
@@ -218,9 +240,25 @@ impl Session<'_> {
         let n = self.shared.replicas.list.len();
         self.reads = self.reads.wrapping_add(1);
         let primary_turn = primary_reads && self.reads.is_multiple_of(n as u64 + 1);
+        // Why the read ends up on the primary, if it does.
+        let mut why = if pinned {
+            RouteReason::ReadYourWrites
+        } else {
+            RouteReason::LoadBalance
+        };
         if !pinned && !primary_turn {
+            why = RouteReason::NoHealthyReplica;
             for _ in 0..n {
                 let Some((idx, known)) = self.shared.replicas.pick(Instant::now, min_lsn) else {
+                    if self
+                        .shared
+                        .replicas
+                        .list
+                        .iter()
+                        .any(|r| r.status.state() == State::Evicted)
+                    {
+                        why = RouteReason::ReplicaLag;
+                    }
                     break;
                 };
                 let replica = self.shared.replicas.list[idx].clone();
@@ -242,13 +280,10 @@ impl Session<'_> {
                         .await
                 {
                     conn.release();
+                    why = RouteReason::ReadYourWrites;
                     break;
                 }
                 replica.outstanding.fetch_add(1, Ordering::Relaxed);
-                self.shared
-                    .route_stats
-                    .reads_on_replica
-                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(Ok((conn, Some(idx))));
             }
             if fallback == Fallback::Error && min_lsn == 0 {
@@ -258,13 +293,7 @@ impl Session<'_> {
                 )));
             }
         }
-        let stats = &self.shared.route_stats;
-        stats.reads_on_primary.fetch_add(1, Ordering::Relaxed);
-        if min_lsn > 0 && !pinned && !primary_turn {
-            stats
-                .reads_kept_for_consistency
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.loan_reason = why;
         let pool = match self.writer_pool() {
             Ok(p) => p,
             Err(refusal) => return Ok(Err(refusal)),

@@ -25,9 +25,11 @@ use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
 use crate::router::consistency::Position;
 use crate::router::hint::Route;
+use crate::router::RouteReason;
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How a relay ended.
 enum Relay {
@@ -61,6 +63,11 @@ pub struct Session<'a> {
     loan_replica: Option<usize>,
     /// The current loan may write (read-your-writes records it).
     loan_wrote: bool,
+    /// Why the current loan went where it did (a metric label).
+    pub(super) loan_reason: RouteReason,
+    /// Queries sent and ErrorResponses seen during the current loan.
+    loan_queries: u64,
+    loan_errors: u32,
     /// Session mode: holding a primary connection until the client leaves.
     /// With replicas, a session-mode client's reads are routed transaction
     /// by transaction until its first write pins it to the primary.
@@ -88,6 +95,9 @@ pub async fn run(
         reads: 0,
         loan_replica: None,
         loan_wrote: false,
+        loan_reason: RouteReason::RoutingOff,
+        loan_queries: 0,
+        loan_errors: 0,
         session_pinned: shared.config.server.pool_mode == PoolMode::Session
             && (!shared.config.routing.enabled || shared.replicas.list.is_empty()),
     };
@@ -158,20 +168,27 @@ impl Session<'_> {
                 self.answer_set_route(r).await?;
                 continue;
             }
-            let read = matches!(decision, Decision::Read);
-            if let Decision::Primary { write } = decision {
-                self.loan_wrote = write;
-                if write && self.mode == PoolMode::Session {
-                    self.session_pinned = true;
+            let read = matches!(decision, Decision::Read(_));
+            match decision {
+                Decision::Primary { write, reason } => {
+                    self.loan_wrote = write;
+                    self.loan_reason = reason;
+                    if write && self.mode == PoolMode::Session {
+                        self.session_pinned = true;
+                    }
                 }
-            } else {
-                self.loan_wrote = false;
+                Decision::Read(reason) => {
+                    self.loan_wrote = false;
+                    self.loan_reason = reason;
+                }
+                _ => self.loan_wrote = false,
             }
             if !self.admit_transaction().await? {
                 continue;
             }
             let mut retried = false;
             loop {
+                let asked = Instant::now();
                 let placed = if read {
                     self.acquire_for_read().await?
                 } else {
@@ -191,7 +208,15 @@ impl Session<'_> {
                         break;
                     }
                 };
+                let started = Instant::now();
+                let metrics = &self.login.tenant.metrics;
+                metrics.pool_wait((started - asked).as_secs_f64());
+                self.shared
+                    .route_stats
+                    .record(replica.is_some(), self.loan_reason);
                 self.loan_replica = replica;
+                self.loan_queries = 0;
+                self.loan_errors = 0;
                 // A read whose server fails before answering anything moves
                 // elsewhere, once (writes never: they may have happened).
                 let retryable = read && !retried && replay_begin.is_none();
@@ -211,7 +236,36 @@ impl Session<'_> {
                     // transaction on the server it was routed to.
                     self.replay_begin(&begin).await?;
                 }
-                match self.relay(retryable).await? {
+                let relayed = self.relay(retryable).await;
+                let ended = match &relayed {
+                    Ok(Relay::Retry(_)) => None,
+                    Ok(Relay::Idle) | Ok(Relay::Terminated) => Some(self.loan_errors > 0),
+                    Err(_) => Some(true),
+                };
+                if let Some(failed) = ended {
+                    let client = &self.login.key.slot.client;
+                    client.transactions.fetch_add(1, Ordering::Relaxed);
+                    let took = started.elapsed();
+                    self.login.tenant.metrics.transaction(
+                        replica.is_some(),
+                        failed,
+                        self.loan_queries,
+                        took.as_secs_f64(),
+                    );
+                    let slow = self.shared.config.server.log_slow_transactions.get();
+                    if !slow.is_zero() && took >= slow {
+                        tracing::warn!(
+                            tenant = %self.login.tenant.name,
+                            user = %client.user,
+                            server = %target,
+                            duration_ms = took.as_millis() as u64,
+                            queries = self.loan_queries,
+                            failed,
+                            "slow transaction"
+                        );
+                    }
+                }
+                match relayed? {
                     Relay::Idle => {
                         if self.loan_wrote && self.loan_replica.is_none() {
                             self.record_write().await;
@@ -243,6 +297,10 @@ impl Session<'_> {
     /// The tenant's rate limit: waits for a token, or answers the request
     /// with 53400 (false) when none comes within the tenant's queue_timeout.
     async fn admit_transaction(&mut self) -> Result<bool, ClientError> {
+        if self.login.tenant.is_paused() {
+            let tenant = self.login.tenant.clone();
+            self.watching_client(tenant.wait_resumed()).await?;
+        }
         match self.login.tenant.admit_transaction() {
             Ok(wait) if wait.is_zero() => Ok(true),
             Ok(wait) => {
@@ -472,6 +530,8 @@ impl Session<'_> {
             login,
             desired_fp,
             out,
+            loan_queries,
+            loan_errors,
             ..
         } = self;
         let Some(server) = server.as_mut() else {
@@ -496,6 +556,9 @@ impl Session<'_> {
                     break;
                 }
                 server.tracker.client_sent(tag);
+                if matches!(tag, b'Q' | b'E') {
+                    *loan_queries += 1;
+                }
                 off += n;
                 if one_sync && matches!(tag, b'S' | b'Q') {
                     break;
@@ -561,6 +624,7 @@ impl Session<'_> {
                             conn.broken = true;
                             server_lost(BackendError::protocol(&conn.target, e))
                         })?;
+                    *loan_errors += fed.errors;
                     if desired_changed {
                         *desired_fp = desired.fingerprint();
                         conn.synced_fp = *desired_fp;

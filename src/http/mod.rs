@@ -1,6 +1,7 @@
 //! HTTP endpoints: `/health/live` (the process serves), `/health/ready`
 //! (accepting clients and the server taking writes is reachable) and
-//! `/status` (servers, roles, lag, health). JSON bodies, 200/503.
+//! `/status` (servers, roles, lag, health), JSON bodies with 200/503;
+//! `/metrics` (Prometheus text format, [`crate::metrics`]).
 
 pub mod status;
 
@@ -15,17 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Serves until the process exits: during a drain `/health/ready` answers
+/// 503 "draining", so load balancers move new clients elsewhere.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shared.shutdown.wait() => return,
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -41,7 +41,15 @@ async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut content_type = "application/json";
     let (status, body) = match req.uri().path() {
+        "/metrics" => {
+            content_type = "text/plain; version=0.0.4; charset=utf-8";
+            match crate::metrics::snapshot::render(&shared) {
+                Ok(text) => (StatusCode::OK, text),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
         "/health/live" => (StatusCode::OK, "{\"status\":\"live\"}".to_string()),
         "/health/ready" => ready(&shared).await,
         "/status" => (StatusCode::OK, status::render(&shared)),
@@ -54,7 +62,7 @@ async fn handle(
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
     Ok(resp)
 }

@@ -165,6 +165,18 @@ impl Pool {
         (idle, self.in_use.load(Ordering::Relaxed))
     }
 
+    /// (backend pid, age) of each idle connection (SHOW SERVERS).
+    pub fn idle_conns(&self) -> Vec<(i32, Duration)> {
+        self.idle
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|i| (i.conn.pid, i.conn.created.elapsed()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Checks out a server connection, waiting up to `wait` for capacity.
     /// Cancel-safe: a cancelled wait leaves the queue.
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<PooledConn, PoolError> {

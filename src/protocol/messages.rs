@@ -67,9 +67,62 @@ pub fn error_response(
     });
 }
 
+/// NoticeResponse ('N') at NOTICE severity.
+pub fn notice(buf: &mut BytesMut, message: &str) {
+    tagged(buf, b'N', |b| {
+        for (field, value) in [
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', "00000"),
+            (b'M', message),
+        ] {
+            b.put_u8(field);
+            cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
+/// EmptyQueryResponse ('I'): the answer to a Query with no statement.
+pub fn empty_query_response(buf: &mut BytesMut) {
+    tagged(buf, b'I', |_| {});
+}
+
 /// CommandComplete ('C') with a command tag such as "SET".
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     tagged(buf, b'C', |b| cstr(b, tag));
+}
+
+/// RowDescription ('T') for text columns (type `text`, OID 25).
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    tagged(buf, b'T', |b| {
+        b.put_u16(columns.len() as u16);
+        for c in columns {
+            cstr(b, c);
+            b.put_u32(0); // table OID
+            b.put_u16(0); // column number
+            b.put_u32(25); // type OID: text
+            b.put_i16(-1); // variable length
+            b.put_i32(-1); // no type modifier
+            b.put_u16(0); // text format
+        }
+    });
+}
+
+/// DataRow ('D') of text values (`None`: NULL).
+pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
+    tagged(buf, b'D', |b| {
+        b.put_u16(values.len() as u16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_u32(v.len() as u32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
 }
 
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {

@@ -13,10 +13,11 @@ pub mod rate;
 
 use crate::backend::Target;
 use crate::config::{Config, RateLimitConfig, TenantSettings, DEFAULT_TENANT};
+use crate::metrics::{Metrics, TenantMetrics};
 use crate::pool::budget::{Budget, Queue, ServerCap};
 use rate::TokenBucket;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -62,12 +63,21 @@ pub struct Tenant {
     /// This tenant's capacity on each server, made on first use.
     budgets: Mutex<HashMap<Arc<Target>, Arc<Budget>>>,
     pub stats: TenantStats,
+    /// This tenant's transaction and pool-wait series.
+    pub metrics: TenantMetrics,
+    /// PAUSE: new transactions wait until RESUME. The flag is the hot-path
+    /// check; the channel wakes the waiters.
+    paused: AtomicBool,
+    resumed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Tenant {
-    fn new(name: &str, settings: TenantSettings) -> Self {
+    fn new(name: &str, settings: TenantSettings, metrics: &Metrics) -> Self {
         let name: Arc<str> = name.into();
         Self {
+            metrics: metrics.tenant(&name),
+            paused: AtomicBool::new(false),
+            resumed: tokio::sync::watch::Sender::new(true),
             queue: Queue::new(name.clone(), settings.queue_limit, settings.queue_timeout),
             clients: Arc::new(Semaphore::new(settings.max_clients)),
             rate: settings.rate_limit.map(|r: RateLimitConfig| {
@@ -82,6 +92,32 @@ impl Tenant {
             name,
             settings,
         }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// PAUSE: transactions not yet started wait for [`Tenant::resume`].
+    pub fn pause(&self) {
+        self.resumed.send_replace(false);
+        self.paused.store(true, Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.send_replace(true);
+    }
+
+    /// Resolves when the tenant is not paused. Cancel-safe.
+    pub async fn wait_resumed(&self) {
+        let mut rx = self.resumed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Server connections lent to this tenant's clients now, on all servers.
+    pub fn active(&self) -> usize {
+        self.servers().iter().map(|(_, _, in_use)| in_use).sum()
     }
 
     /// Clients connected now.
@@ -173,7 +209,7 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: &Metrics) -> Self {
         let mut list = Vec::new();
         let mut by_user = HashMap::new();
         let mut by_database = HashMap::new();
@@ -191,7 +227,11 @@ impl Tenants {
                     by_database.insert(d.clone(), i);
                 }
             }
-            list.push(Arc::new(Tenant::new(&name, config.tenant_settings(&name))));
+            list.push(Arc::new(Tenant::new(
+                &name,
+                config.tenant_settings(&name),
+                metrics,
+            )));
         }
         Self {
             list,
@@ -222,6 +262,10 @@ impl Tenants {
 mod tests {
     use super::*;
 
+    fn metrics() -> Metrics {
+        Metrics::new().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn config(extra: &str) -> Config {
         let text = format!(
             "[[users]]\nname = \"a\"\npassword = \"x\"\n[[users]]\nname = \"b\"\npassword = \"x\"\n\
@@ -236,7 +280,7 @@ mod tests {
             "[tenants.acme]\nusers = [\"a\"]\npool_size = 3\n\
              [tenants.globex]\ndatabases = [\"globex\"]\n",
         );
-        let t = Tenants::new(&c);
+        let t = Tenants::new(&c, &metrics());
         assert_eq!(&*t.resolve("a", "globex").name, "acme");
         assert_eq!(t.resolve("a", "x").settings.pool_size, 3);
         assert_eq!(&*t.resolve("b", "globex").name, "globex");
@@ -247,7 +291,7 @@ mod tests {
     #[test]
     fn client_limit_is_per_tenant() {
         let c = config("[tenants.acme]\nusers = [\"a\"]\nmax_clients = 1\n");
-        let t = Tenants::new(&c);
+        let t = Tenants::new(&c, &metrics());
         let acme = t.resolve("a", "d");
         let first = acme.admit_client();
         assert!(first.is_ok());
@@ -265,7 +309,7 @@ mod tests {
     #[test]
     fn statement_timeout_becomes_a_startup_option() {
         let c = config("[tenants.acme]\nusers = [\"a\"]\nstatement_timeout = \"1500ms\"\n");
-        let t = Tenants::new(&c);
+        let t = Tenants::new(&c, &metrics());
         assert_eq!(
             t.resolve("a", "d").server_options().as_deref(),
             Some("-c statement_timeout=1500")
