@@ -673,3 +673,218 @@ async fn admin_console_shows_state_and_pauses_a_tenant() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(primary_sql(&db, "SELECT count(*) FROM t"), "3");
 }
+
+/// A WebDriver command to chromedriver: (HTTP status, JSON `value`).
+async fn webdriver(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("chromedriver: {e}"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // chromedriver keeps the connection open: read the headers, then
+    // Content-Length bytes (or chunks up to the last one).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        assert!(
+            n > 0,
+            "chromedriver closed the connection: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let complete = |raw: &[u8]| match length {
+        Some(n) => raw.len() >= head_end + n,
+        None => raw.ends_with(b"0\r\n\r\n"),
+    };
+    while !complete(&raw) {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let mut payload = String::from_utf8_lossy(&raw[head_end..]).to_string();
+    if length.is_none() {
+        let mut out = String::new();
+        let mut rest = payload.as_str();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        payload = out;
+    }
+    let v: serde_json::Value = serde_json::from_str(&payload)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}: {head}\n{payload}"));
+    v["value"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_draws_lag_state_pool_and_rate_in_chromium() {
+    use base64::Engine;
+    let driver_bin = "chromedriver";
+    if std::process::Command::new(driver_bin)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("PGROUTER_REQUIRE_CHROMIUM").is_none(),
+            "chromedriver is required (PGROUTER_REQUIRE_CHROMIUM) but cannot run"
+        );
+        eprintln!("chromedriver not found: skipping the dashboard test");
+        return;
+    }
+    let db = database("dashboard");
+    let r = router(|_| {}).await;
+    // Steady traffic for the rate chart.
+    let c = connect(&r, &db).await;
+    let traffic = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < Duration::from_secs(30) {
+            if c.simple_query("SELECT 1").await.is_err() {
+                break;
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    });
+    let port = pgrouter::demo::cluster::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let mut driver = std::process::Command::new(driver_bin)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("chromedriver: {e}"));
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,1000"]
+        }
+    }}});
+    let session = webdriver(port, "POST", "/session", Some(caps)).await;
+    let sid = session["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
+        .to_string();
+    let url = format!("http://{}/dashboard", r.http_addr);
+    webdriver(
+        port,
+        "POST",
+        &format!("/session/{sid}/url"),
+        Some(serde_json::json!({"url": url})),
+    )
+    .await;
+    let script = |s: &str| serde_json::json!({"script": s, "args": []});
+    let state = "return {samples: window.pgrouterDashboard.samples(), \
+                 failures: window.pgrouterDashboard.failures(), \
+                 drawn: window.pgrouterDashboard.drawn()}";
+    let t0 = Instant::now();
+    let seen = loop {
+        let v = webdriver(
+            port,
+            "POST",
+            &format!("/session/{sid}/execute/sync"),
+            Some(script(state)),
+        )
+        .await;
+        if v["samples"].as_u64().unwrap_or(0) >= 8 {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the page sampled too little: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(seen["failures"], 0, "{seen}");
+    let drawn = &seen["drawn"];
+    let points = |chart: &str, series: &str| drawn[chart][series].as_u64().unwrap_or(0);
+    for replica in ["r1", "r2"] {
+        assert!(points("lag", replica) >= 5, "lag {replica}: {drawn}");
+    }
+    assert!(points("lag", "eviction threshold") >= 5, "{drawn}");
+    for server in ["primary", "r1", "r2"] {
+        assert!(points("state", server) >= 5, "state {server}: {drawn}");
+    }
+    assert!(points("pool", "default") >= 5, "{drawn}");
+    assert!(points("rate", "default") >= 4, "{drawn}");
+    // The lines are on the canvases: count pixels of the first series' colour
+    // (#1f77b4), of the threshold's red, and of "healthy" green.
+    let pixels = "const count = (id, rgb) => { const c = document.getElementById(id); \
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; \
+        for (let i = 0; i < d.length; i += 4) { if (Math.abs(d[i]-rgb[0]) < 8 && Math.abs(d[i+1]-rgb[1]) < 8 \
+        && Math.abs(d[i+2]-rgb[2]) < 8 && d[i+3] > 200) n++; } return n; }; \
+        return {lag: count('lag', [31,119,180]) + count('lag', [255,127,14]), threshold: count('lag', [214,39,40]), \
+        healthy: count('state', [44,160,44]), pool: count('pool', [31,119,180]), rate: count('rate', [31,119,180])};";
+    let px = webdriver(
+        port,
+        "POST",
+        &format!("/session/{sid}/execute/sync"),
+        Some(script(pixels)),
+    )
+    .await;
+    for key in ["lag", "threshold", "healthy", "pool", "rate"] {
+        assert!(px[key].as_u64().unwrap_or(0) > 20, "{key} not drawn: {px}");
+    }
+    let png = webdriver(port, "GET", &format!("/session/{sid}/screenshot"), None).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("screenshot: {e}"));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
+    let path = format!("{}/dashboard.png", std::env::temp_dir().display());
+    let _ = std::fs::write(&path, &png);
+    eprintln!(
+        "dashboard: {seen} pixels {px}; screenshot {} bytes at {path}",
+        png.len()
+    );
+    webdriver(port, "DELETE", &format!("/session/{sid}"), None).await;
+    let _ = driver.kill();
+    let _ = driver.wait();
+    traffic.abort();
+}

@@ -1,9 +1,13 @@
 //! HTTP endpoints: `/health/live` (the process serves), `/health/ready`
 //! (accepting clients and the server taking writes is reachable) and
 //! `/status` (servers, roles, lag, health), JSON bodies with 200/503;
-//! `/metrics` (Prometheus text format, [`crate::metrics`]).
+//! `/metrics` (Prometheus text format, [`crate::metrics`]); `/dashboard`.
 
 pub mod status;
+
+/// `/dashboard`: one self-contained page (no external assets) that plots
+/// lag, server state, pool usage and request rate from `/status`.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 use crate::app::Shared;
 use bytes::Bytes;
@@ -49,6 +53,10 @@ async fn handle(
                 Ok(text) => (StatusCode::OK, text),
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             }
+        }
+        "/dashboard" => {
+            content_type = "text/html; charset=utf-8";
+            (StatusCode::OK, DASHBOARD.to_string())
         }
         "/health/live" => (StatusCode::OK, "{\"status\":\"live\"}".to_string()),
         "/health/ready" => ready(&shared).await,

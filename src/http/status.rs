@@ -12,7 +12,11 @@ pub fn render(shared: &Shared) -> String {
     let monitor = &shared.monitor;
     let mut out = String::from("{");
     let monitored = shared.config.lag.enabled && shared.config.routing.enabled;
-    let _ = write!(out, "\"monitor\":{monitored},");
+    let _ = write!(
+        out,
+        "\"monitor\":{monitored},\"max_lag_seconds\":{:.3},",
+        shared.config.lag.max_lag.get().as_secs_f64()
+    );
     match &**monitor.writer() {
         Writer::Node(i) => {
             let name = monitor
@@ -89,7 +93,7 @@ pub fn render(shared: &Shared) -> String {
             out,
             "{}{{\"name\":{},\"clients\":{},\"max_clients\":{},\"pool_size\":{},\"waiting\":{},\
              \"queue_limit\":{},\"queue_timeout_ms\":{},\"waits\":{},\"queue_full\":{},\"queue_timeouts\":{},\
-             \"clients_refused\":{},\"rate_delayed\":{},\"rate_refused\":{},\"servers\":[",
+             \"clients_refused\":{},\"rate_delayed\":{},\"rate_refused\":{},\"paused\":{},\"transactions\":{},\"servers\":[",
             if i == 0 { "" } else { "," },
             quote(&t.name),
             t.clients(),
@@ -104,6 +108,12 @@ pub fn render(shared: &Shared) -> String {
             t.stats.clients_refused.load(Ordering::Relaxed),
             t.stats.rate_delayed.load(Ordering::Relaxed),
             t.stats.rate_refused.load(Ordering::Relaxed),
+            t.is_paused(),
+            t.metrics
+                .route_totals()
+                .iter()
+                .map(|(_, r)| r.ok + r.errors)
+                .sum::<u64>(),
         );
         for (j, (server, open, in_use)) in t.servers().iter().enumerate() {
             let _ = write!(
