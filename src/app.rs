@@ -12,6 +12,7 @@ use crate::lag::{Monitor, Node, NodeStatus};
 use crate::metrics::Metrics;
 use crate::pool::breaker::Breaker;
 use crate::pool::budget::ServerCap;
+use crate::pool::capacity::Capacity;
 use crate::pool::{Pool, PoolSettings, Pools};
 use crate::router::classify::FunctionRules;
 use crate::router::consistency::UserPositions;
@@ -81,7 +82,8 @@ impl UserEntry {
 
 /// State shared by every task.
 pub struct Shared {
-    pub config: Config,
+    /// The running configuration; [`reload`] swaps it.
+    config: ArcSwap<Config>,
     pub primary: Arc<Target>,
     pub replicas: Replicas,
     /// Health, lag and roles of every server (docs/lag.md).
@@ -94,15 +96,17 @@ pub struct Shared {
     /// Read-your-writes positions per user (`consistency_scope = "user"`).
     pub user_positions: UserPositions,
     pub route_stats: crate::router::RouteStats,
-    pub users: HashMap<String, Arc<UserEntry>>,
-    pub tenants: Tenants,
+    users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
+    tenants: ArcSwap<Tenants>,
+    /// Server-wide pool timeouts (every pool reads them live).
+    pool_settings: crate::pool::SharedSettings,
     /// Each server's cap on open connections, indexed like `monitor.nodes`.
     server_caps: Vec<Arc<ServerCap>>,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
     pub shutdown: Shutdown,
     /// One permit per connected client (max_client_conn).
-    pub client_slots: Arc<Semaphore>,
+    pub client_slots: Capacity,
     /// Tasks that tell over-limit clients why they are refused.
     pub overflow_slots: Arc<Semaphore>,
     client_ids: AtomicU64,
@@ -158,26 +162,20 @@ impl Shared {
             nodes.push(node);
         }
         let replicas = Replicas::new(replicas, config.routing.load_balance);
-        let l = &config.lag;
-        let thresholds = Thresholds {
-            max_lag: l.max_lag.get(),
-            max_lag_bytes: l.max_lag_bytes,
-            readmit_lag: l.readmit_lag(),
-            readmit_lag_bytes: l.max_lag_bytes / 2,
-            readmit_probes: l.readmit_probes,
-        };
-        let monitor = Monitor::new(nodes, thresholds, config.routing.discover_roles, monitored);
+        let monitor = Monitor::new(
+            nodes,
+            thresholds_of(&config),
+            config.routing.discover_roles,
+            monitored,
+        );
         let function_rules = ArcSwap::from_pointee(rules_from(&config, &HashMap::new()));
-        let users = config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), Arc::new(UserEntry::new(u))))
-            .collect();
+        let users = ArcSwap::from_pointee(users_of(&config));
         let server_caps = (0..monitor.nodes.len())
             .map(|_| ServerCap::new(config.server.max_server_conn_per_backend))
             .collect();
         Ok(Self {
-            tenants: Tenants::new(&config, &metrics),
+            tenants: ArcSwap::from_pointee(Tenants::new(&config, &metrics)),
+            pool_settings: Arc::new(ArcSwap::from_pointee(pool_settings_of(&config))),
             metrics,
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -195,26 +193,47 @@ impl Shared {
             pools: Pools::default(),
             cancels: Arc::new(CancelRegistry::default()),
             shutdown: Shutdown::new(),
-            client_slots: Arc::new(Semaphore::new(config.server.max_client_conn)),
+            client_slots: Capacity::new(config.server.max_client_conn),
             overflow_slots: Arc::new(Semaphore::new(128)),
             client_ids: AtomicU64::new(1),
-            config,
+            config: ArcSwap::from_pointee(config),
         })
+    }
+
+    /// The running configuration (cheap; do not hold it across an await).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Makes `new` the running configuration: users, tenants, pool
+    /// timeouts, client limit, lag thresholds, function rules
+    /// ([`crate::reload`] decides what may change).
+    pub fn apply(&self, new: Config) {
+        self.users.store(Arc::new(users_of(&new)));
+        let tenants = self.tenants().reconfigure(&new, &self.metrics);
+        self.tenants.store(Arc::new(tenants));
+        self.pool_settings.store(Arc::new(pool_settings_of(&new)));
+        self.client_slots.resize(new.server.max_client_conn);
+        self.monitor.set_thresholds(thresholds_of(&new));
+        if let Ok(catalog) = self.catalog.lock() {
+            self.function_rules
+                .store(Arc::new(rules_from(&new, &catalog)));
+        }
+        self.config.store(Arc::new(new));
+    }
+
+    /// A configured user (as of the running configuration).
+    pub fn user(&self, name: &str) -> Option<Arc<UserEntry>> {
+        self.users.load().get(name).cloned()
+    }
+
+    /// Every tenant of the running configuration.
+    pub fn tenants(&self) -> Arc<Tenants> {
+        self.tenants.load_full()
     }
 
     pub fn next_client_id(&self) -> u64 {
         self.client_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn pool_settings(&self, tenant: &Tenant) -> PoolSettings {
-        let s = &self.config.server;
-        PoolSettings {
-            min: tenant.settings.min_pool_size,
-            connect_timeout: s.server_connect_timeout.get(),
-            idle_timeout: s.server_idle_timeout.get(),
-            lifetime: s.server_lifetime.get(),
-            max_message: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
-        }
     }
 
     /// The primary's pool for this user and database.
@@ -223,8 +242,11 @@ impl Shared {
     }
 
     /// The tenant a client of this user and database belongs to.
-    pub fn tenant_of(&self, user: &UserEntry, database: &str) -> &Arc<Tenant> {
-        self.tenants.resolve(&user.cfg.name, database)
+    pub fn tenant_of(&self, user: &UserEntry, database: &str) -> Arc<Tenant> {
+        self.tenants
+            .load()
+            .resolve(&user.cfg.name, database)
+            .clone()
     }
 
     /// The pool of `target` for this user and database (in their tenant).
@@ -256,7 +278,7 @@ impl Shared {
             Pool::new(
                 target.clone(),
                 login.clone(),
-                self.pool_settings(tenant),
+                self.pool_settings.clone(),
                 breaker,
                 budget,
             )
@@ -278,12 +300,9 @@ impl Shared {
     /// How the monitor logs in: `[lag] monitor_user` or the first user's
     /// server login.
     fn probe_login(&self) -> ProbeLogin {
-        let l = &self.config.lag;
-        let first = self
-            .config
-            .users
-            .first()
-            .and_then(|u| self.users.get(&u.name));
+        let config = self.config();
+        let l = &config.lag;
+        let first = config.users.first().and_then(|u| self.user(&u.name));
         let (user, password) = match (&l.monitor_user, first) {
             (Some(u), _) => (u.clone(), l.monitor_password.clone()),
             (None, Some(e)) => (
@@ -303,7 +322,7 @@ impl Shared {
     /// Loads `database`'s volatile functions on `conn` (a primary
     /// connection) and makes them part of the routing rules.
     pub async fn load_catalog(&self, database: &str, conn: &mut crate::backend::ServerConn) {
-        let timeout = self.config.server.server_reset_timeout.get();
+        let timeout = self.config().server.server_reset_timeout.get();
         match crate::router::catalog::volatile_functions(conn, timeout).await {
             Ok(names) => {
                 let Ok(mut catalog) = self.catalog.lock() else {
@@ -312,7 +331,7 @@ impl Shared {
                 if catalog.get(database) != Some(&names) {
                     catalog.insert(database.to_string(), names);
                     self.function_rules
-                        .store(Arc::new(rules_from(&self.config, &catalog)));
+                        .store(Arc::new(rules_from(&self.config(), &catalog)));
                 }
             }
             Err(e) => {
@@ -323,7 +342,7 @@ impl Shared {
 
     /// Whether routing needs `database`'s catalog loaded before its reads.
     pub fn needs_catalog(&self, database: &str) -> bool {
-        self.config.routing.enabled
+        self.config().routing.enabled
             && !self.replicas.list.is_empty()
             && self
                 .catalog
@@ -351,13 +370,37 @@ impl Shared {
 
     /// Clients connected right now.
     pub fn client_count(&self) -> usize {
-        self.config.server.max_client_conn - self.client_slots.available_permits()
+        self.client_slots.in_use()
     }
 }
 
-/// Re-reads the config file and applies it. Returns what changed.
-pub fn reload(_shared: &Shared) -> Result<String, String> {
-    Err("hot reload is not available in this build".into())
+fn thresholds_of(config: &Config) -> Thresholds {
+    let l = &config.lag;
+    Thresholds {
+        max_lag: l.max_lag.get(),
+        max_lag_bytes: l.max_lag_bytes,
+        readmit_lag: l.readmit_lag(),
+        readmit_lag_bytes: l.max_lag_bytes / 2,
+        readmit_probes: l.readmit_probes,
+    }
+}
+
+fn users_of(config: &Config) -> HashMap<String, Arc<UserEntry>> {
+    config
+        .users
+        .iter()
+        .map(|u| (u.name.clone(), Arc::new(UserEntry::new(u))))
+        .collect()
+}
+
+fn pool_settings_of(config: &Config) -> PoolSettings {
+    let s = &config.server;
+    PoolSettings {
+        connect_timeout: s.server_connect_timeout.get(),
+        idle_timeout: s.server_idle_timeout.get(),
+        lifetime: s.server_lifetime.get(),
+        max_message: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
+    }
 }
 
 /// A running router.
@@ -396,7 +439,7 @@ impl Router {
         })?;
         let shared = Arc::new(Shared::new(config)?);
         let workers = crate::frontend::workers::Workers::start(
-            shared.config.server.worker_threads,
+            shared.config().server.worker_threads,
             shared.clone(),
         )
         .map_err(AppError::Workers)?;
@@ -407,20 +450,20 @@ impl Router {
         ));
         tokio::spawn(crate::http::serve(http, shared.clone()));
         tokio::spawn(reaper(shared.clone()));
-        if shared.config.routing.enabled && !shared.replicas.list.is_empty() {
+        if shared.config().routing.enabled && !shared.replicas.list.is_empty() {
             tokio::spawn(catalog_refresher(shared.clone()));
         }
-        if shared.config.lag.enabled && shared.config.routing.enabled {
+        if shared.config().lag.enabled && shared.config().routing.enabled {
             let login = shared.probe_login();
             for idx in 0..shared.monitor.nodes.len() {
                 tokio::spawn(crate::lag::monitor::run(shared.clone(), idx, login.clone()));
             }
             // Replicas take reads only once probed: give the first round a
             // moment so a fresh router does not start on the primary alone.
-            let limit = shared.config.lag.probe_timeout.get() + Duration::from_millis(250);
+            let limit = shared.config().lag.probe_timeout.get() + Duration::from_millis(250);
             crate::lag::monitor::first_round(&shared, limit).await;
         }
-        info!(%addr, %http_addr, mode = ?shared.config.server.pool_mode, "pgrouter listening");
+        info!(%addr, %http_addr, mode = ?shared.config().server.pool_mode, "pgrouter listening");
         Ok(Router {
             addr,
             http_addr,
@@ -437,8 +480,9 @@ impl Router {
 
     /// Waits until every client has left, up to `timeout`. Returns whether all did.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        let all = self.shared.config.server.max_client_conn as u32;
-        let done = tokio::time::timeout(timeout, self.shared.client_slots.acquire_many(all)).await;
+        let all = self.shared.config().server.max_client_conn as u32;
+        let slots = self.shared.client_slots.semaphore();
+        let done = tokio::time::timeout(timeout, slots.acquire_many(all)).await;
         for p in self.shared.pools.all() {
             p.close_idle();
         }
@@ -465,7 +509,7 @@ fn rules_from(config: &Config, catalog: &HashMap<String, HashSet<String>>) -> Fu
 /// Reloads the volatile-function catalog every `catalog_refresh`.
 async fn catalog_refresher(shared: Arc<Shared>) {
     let period = shared
-        .config
+        .config()
         .routing
         .catalog_refresh
         .get()

@@ -13,6 +13,7 @@
 //! - [`app`]: wiring of listeners, background tasks and graceful drain.
 //! - [`http`]: health endpoints, `/status`, `/metrics`.
 //! - [`metrics`]: Prometheus metrics (hot-path series and scrape-time state).
+//! - [`reload`]: hot reload of router.toml (SIGHUP, RELOAD).
 //! - [`demo`]: throwaway primary + replicas from the machine's PostgreSQL (used by `pgrouter demo` and the tests).
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::todo)]
@@ -29,6 +30,7 @@ pub mod lag;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod shutdown;
 pub mod tenant;

@@ -131,6 +131,7 @@ fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> Exit
 async fn serve(config: Config) -> Result<(), String> {
     let timeout = config.server.shutdown_timeout.get();
     let router = Router::start(config).await.map_err(|e| e.to_string())?;
+    tokio::spawn(pgrouter::reload::on_sighup(router.shared.clone()));
     tokio::select! {
         _ = pgrouter::shutdown::signalled() => {}
         _ = router.shared.shutdown.wait() => {}

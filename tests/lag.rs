@@ -272,7 +272,24 @@ async fn a_crashed_replica_under_read_load_costs_no_new_transaction_an_error() {
             }
         }));
     }
+    // r2 must be taking reads when it dies (after an earlier test restarted
+    // servers, it may still be catching up): wait until it is healthy here
+    // and reads are in flight on it.
+    wait_state(&r, 2, State::Healthy, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let on_r2 = || {
+        r.shared.replicas.list[1]
+            .outstanding
+            .load(Ordering::Relaxed)
+    };
+    let t0 = Instant::now();
+    while on_r2() == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no read ever ran on r2"
+        );
+        tokio::task::yield_now().await;
+    }
     cluster().kill(r2).unwrap_or_else(|e| panic!("{e}"));
     let restart = Restart(r2);
     *killed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());

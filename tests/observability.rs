@@ -888,3 +888,247 @@ async fn dashboard_draws_lag_state_pool_and_rate_in_chromium() {
     let _ = driver.wait();
     traffic.abort();
 }
+
+/// psql against the admin console; returns (stdout, stderr, success).
+fn admin_psql(r: &TestRouter, sql: &str) -> (String, String, bool) {
+    let port = r.addr.port().to_string();
+    let out = run_tool(
+        "psql",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            USER,
+            "-d",
+            "pgrouter",
+            "-XAtc",
+            sql,
+        ],
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        out.status.success(),
+    )
+}
+
+fn show_value(r: &TestRouter, key: &str) -> Option<String> {
+    let (out, err, ok) = admin_psql(r, "SHOW CONFIG");
+    assert!(ok, "{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}|")).map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_applies_limits_and_loses_no_transaction() {
+    let db = database("reload");
+    primary_sql(
+        &db,
+        "CREATE TABLE t (id bigint); ALTER TABLE t OWNER TO app",
+    );
+    let dir = std::env::temp_dir().join(format!("pgrouter-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("router.toml");
+    let write = |c: &pgrouter::config::Config| {
+        let text = toml::to_string(c).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    };
+    let base = |c: &mut pgrouter::config::Config| {
+        c.admin.users = vec![USER.into()];
+        c.tenants
+            .insert("acme".into(), tenant(&[USER], |t| t.pool_size = Some(2)));
+    };
+    let mut file = config();
+    base(&mut file);
+    write(&file);
+    let p2 = path.clone();
+    let r = router(move |c| {
+        base(c);
+        c.source = Some(p2);
+    })
+    .await;
+
+    // Load: 8 clients inserting (each acknowledged id remembered) and reading.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let c = connect(&r, &db).await;
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut acked, mut errors, mut i) = (Vec::new(), Vec::new(), 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = w * 1_000_000 + i;
+                i += 1;
+                match c
+                    .simple_query(&format!("INSERT INTO t VALUES ({id})"))
+                    .await
+                {
+                    Ok(_) => acked.push(id),
+                    Err(e) => errors.push(describe(&e)),
+                }
+                if let Err(e) = c.simple_query("SELECT count(*) FROM t").await {
+                    errors.push(describe(&e));
+                }
+            }
+            (acked, errors)
+        }));
+    }
+    let max_conns = || {
+        primary_sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND usename = 'app'"
+            ),
+        )
+        .parse::<usize>()
+        .unwrap_or(0)
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(max_conns() <= 2, "pool_size 2 exceeded before the reload");
+
+    // Grow the pool, add a tenant and a user, change thresholds.
+    file.tenants
+        .insert("acme".into(), tenant(&[USER], |t| t.pool_size = Some(5)));
+    file.tenants.insert(
+        "globex".into(),
+        tenant(&["newbie"], |t| t.max_clients = Some(3)),
+    );
+    file.users.push(pgrouter::config::UserConfig {
+        name: "newbie".into(),
+        password: Some("newbie-secret".into()),
+        auth: pgrouter::config::AuthMethod::ScramSha256,
+        // Another role, so pg_stat_activity tells acme's connections apart.
+        server_user: Some(RAW_USER.into()),
+        server_password: Some(RAW_PASSWORD.into()),
+    });
+    file.lag.max_lag = pgrouter::config::HumanDuration::from_millis(2500);
+    file.server.log_slow_transactions = pgrouter::config::HumanDuration::from_millis(750);
+    write(&file);
+    let t0 = Instant::now();
+    let (_, notice, ok) = admin_psql(&r, "RELOAD");
+    eprintln!("RELOAD took {:?}: {}", t0.elapsed(), notice.trim());
+    assert!(ok && notice.contains("configuration reloaded"), "{notice}");
+    assert!(notice.contains("tenants.acme.pool_size"), "{notice}");
+    assert_eq!(
+        show_value(&r, "tenants.acme.pool_size").as_deref(),
+        Some("5")
+    );
+    assert_eq!(show_value(&r, "lag.max_lag").as_deref(), Some("2500ms"));
+    let page = metrics_page(r.http_addr).await;
+    assert_eq!(
+        must(&page, "pgrouter_tenant_pool_size", &[("tenant", "acme")]),
+        5.0
+    );
+    assert_eq!(must(&page, "pgrouter_replica_max_lag_seconds", &[]), 2.5);
+    assert_eq!(
+        must(
+            &page,
+            "pgrouter_tenant_max_clients",
+            &[("tenant", "globex")]
+        ),
+        3.0
+    );
+    // The new user logs in, into the new tenant.
+    let newbie = connect_url(&format!(
+        "postgres://newbie:newbie-secret@127.0.0.1:{}/{db}",
+        r.addr.port()
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("new user: {}", describe(&e)));
+    assert_eq!(first_value(&newbie, "SELECT 1").await.as_deref(), Some("1"));
+    // The bigger pool is used under the same load.
+    let t0 = Instant::now();
+    let mut peak = 0;
+    while t0.elapsed() < Duration::from_secs(3) && peak <= 2 {
+        peak = peak.max(max_conns());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        peak > 2 && peak <= 5,
+        "acme used {peak} connections after pool_size 2 -> 5"
+    );
+
+    // A broken file changes nothing and says why.
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\npool_sise = 3\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, err, ok) = admin_psql(&r, "RELOAD");
+    assert!(
+        !ok && err.contains("reload refused, the running configuration stays"),
+        "{err}"
+    );
+    assert!(err.contains("pool_sise"), "{err}");
+    assert_eq!(
+        show_value(&r, "tenants.acme.pool_size").as_deref(),
+        Some("5")
+    );
+
+    // Shrink the pool under load: connections return to the new size as
+    // transactions finish; a restart-only change is reported, not applied.
+    file.tenants
+        .insert("acme".into(), tenant(&[USER], |t| t.pool_size = Some(1)));
+    file.server.listen = "127.0.0.1:1".into();
+    write(&file);
+    let (_, notice, ok) = admin_psql(&r, "RELOAD");
+    assert!(
+        ok && notice.contains("needs a restart, not applied: server.listen"),
+        "{notice}"
+    );
+    assert_eq!(
+        show_value(&r, "server.listen").as_deref(),
+        Some("127.0.0.1:0")
+    );
+    let t0 = Instant::now();
+    loop {
+        let page = metrics_page(r.http_addr).await;
+        let open = must(
+            &page,
+            "pgrouter_server_connections",
+            &[
+                ("server", "primary"),
+                ("tenant", "acme"),
+                ("state", "active"),
+            ],
+        ) + must(
+            &page,
+            "pgrouter_server_connections",
+            &[("server", "primary"), ("tenant", "acme"), ("state", "idle")],
+        );
+        if open <= 1.0 {
+            eprintln!(
+                "acme down to {open} open connection(s) {:?} after pool_size 5 -> 1",
+                t0.elapsed()
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "acme still has {open} connections after shrinking to 1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in workers {
+        let (a, errors) = w.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            errors.is_empty(),
+            "clients saw errors across reloads: {errors:?}"
+        );
+        acked.extend(a);
+    }
+    let stored = primary_sql(&db, "SELECT count(*) FROM t");
+    assert_eq!(
+        stored,
+        acked.len().to_string(),
+        "acknowledged inserts missing"
+    );
+    assert!(acked.len() > 100, "only {} inserts ran", acked.len());
+    eprintln!(
+        "{} inserts acknowledged and stored across 3 reloads, 0 client errors",
+        acked.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

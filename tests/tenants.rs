@@ -88,12 +88,13 @@ async fn connect_as(r: &TestRouter, user: &str, db: &str) -> tokio_postgres::Cli
         .unwrap_or_else(|e| panic!("{user}: {}", describe(&e)))
 }
 
-fn tenant_named<'a>(r: &'a TestRouter, name: &str) -> &'a Arc<Tenant> {
+fn tenant_named(r: &TestRouter, name: &str) -> Arc<Tenant> {
     r.shared
-        .tenants
+        .tenants()
         .all()
         .iter()
         .find(|t| &*t.name == name)
+        .cloned()
         .unwrap_or_else(|| panic!("no tenant {name}"))
 }
 
@@ -578,7 +579,7 @@ async fn a_tenants_users_share_its_connections_and_the_server_cap_holds() {
     })
     .await;
     assert!(
-        !r.shared.config.warnings().is_empty(),
+        !r.shared.config().warnings().is_empty(),
         "2 + 2 + 2 > 3 must warn"
     );
     let stop = Arc::new(AtomicBool::new(false));

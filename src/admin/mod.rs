@@ -105,24 +105,29 @@ async fn execute(shared: &Shared, text: &str, out: &mut BytesMut) -> bool {
             messages::command_complete(out, &format!("SHOW {}", t.rows.len()));
             true
         }
-        Command::Reload => match crate::app::reload(shared) {
-            Ok(summary) => {
-                messages::notice(out, &format!("pgrouter: {summary}"));
-                messages::command_complete(out, "RELOAD");
-                true
+        Command::Reload => {
+            let result = crate::reload::reload(shared);
+            crate::reload::log(&result, "RELOAD");
+            match result {
+                Ok(summary) => {
+                    messages::notice(out, &format!("pgrouter: {summary}"));
+                    messages::command_complete(out, "RELOAD");
+                    true
+                }
+                Err(e) => {
+                    let msg =
+                        format!("pgrouter: reload refused, the running configuration stays: {e}");
+                    messages::error_response(
+                        out,
+                        Severity::Error,
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        &msg,
+                        None,
+                    );
+                    false
+                }
             }
-            Err(e) => {
-                let msg = format!("pgrouter: reload refused, the running configuration stays: {e}");
-                messages::error_response(
-                    out,
-                    Severity::Error,
-                    sqlstate::INVALID_PARAMETER_VALUE,
-                    &msg,
-                    None,
-                );
-                false
-            }
-        },
+        }
         Command::Pause(tenant) | Command::Resume(tenant) if !tenant_exists(shared, &tenant) => {
             let msg = format!("pgrouter: no tenant named {:?}", tenant.unwrap_or_default());
             messages::error_response(out, Severity::Error, sqlstate::UNDEFINED_OBJECT, &msg, None);
@@ -153,19 +158,18 @@ async fn execute(shared: &Shared, text: &str, out: &mut BytesMut) -> bool {
 fn tenant_exists(shared: &Shared, tenant: &Option<String>) -> bool {
     match tenant {
         None => true,
-        Some(name) => shared.tenants.all().iter().any(|t| &*t.name == name),
+        Some(name) => shared.tenants().all().iter().any(|t| &*t.name == name),
     }
 }
 
-fn selected<'a>(
-    shared: &'a Shared,
-    tenant: Option<&'a str>,
-) -> impl Iterator<Item = &'a std::sync::Arc<crate::tenant::Tenant>> + 'a {
+fn selected(shared: &Shared, tenant: Option<&str>) -> Vec<std::sync::Arc<crate::tenant::Tenant>> {
     shared
-        .tenants
+        .tenants()
         .all()
         .iter()
-        .filter(move |t| tenant.is_none_or(|n| &*t.name == n))
+        .filter(|t| tenant.is_none_or(|n| &*t.name == n))
+        .cloned()
+        .collect()
 }
 
 /// Holds new transactions, waits for running ones to finish, then closes
@@ -174,7 +178,7 @@ async fn pause(shared: &Shared, tenant: Option<&str>) {
     for t in selected(shared, tenant) {
         t.pause();
     }
-    while selected(shared, tenant).any(|t| t.active() > 0) {
+    while selected(shared, tenant).iter().any(|t| t.active() > 0) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for p in shared.pools.all() {

@@ -283,20 +283,20 @@ fn tenants(shared: &Shared) -> Table {
         "clients_refused",
         "rate_refused",
     ]);
-    for tn in shared.tenants.all() {
+    for tn in shared.tenants().all() {
         let active: usize = tn.servers().iter().map(|(_, _, u)| u).sum();
         let q = &tn.queue;
         t.push(vec![
             v(&tn.name),
             v(tn.is_paused()),
             v(tn.clients()),
-            v(tn.settings.max_clients),
-            v(tn.settings.pool_size),
+            v(tn.settings().max_clients),
+            v(tn.settings().pool_size),
             v(active),
             v(q.waiting()),
-            v(q.limit),
-            v(q.timeout.as_millis()),
-            tn.settings
+            v(q.limit()),
+            v(q.timeout().as_millis()),
+            tn.settings()
                 .rate_limit
                 .map(|r| format!("{}/s burst {}", r.transactions_per_second, r.burst)),
             v(q.stats.queue_full.load(Ordering::Relaxed)),
@@ -318,7 +318,7 @@ fn stats(shared: &Shared) -> Table {
         "avg_transaction_ms",
         "avg_wait_ms",
     ]);
-    for tn in shared.tenants.all() {
+    for tn in shared.tenants().all() {
         let (wait_sum, wait_count) = tn.metrics.pool_wait_totals();
         for (route, s) in tn.metrics.route_totals() {
             let avg = |sum: f64, n: u64| {
@@ -344,37 +344,8 @@ fn stats(shared: &Shared) -> Table {
 
 fn config(shared: &Shared) -> Table {
     let mut t = Table::new(&["key", "value"]);
-    let text = shared.config.to_redacted_toml();
-    let Ok(value) = text.parse::<toml::Table>() else {
-        return t;
-    };
-    let mut rows = Vec::new();
-    flatten("", &toml::Value::Table(value), &mut rows);
-    for (k, val) in rows {
+    for (k, val) in shared.config().flat() {
         t.push(vec![v(k), v(val)]);
     }
     t
-}
-
-/// `a.b[0].c = value` lines from a TOML tree.
-fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        toml::Value::Array(a) if a.iter().all(|x| x.is_table()) && !a.is_empty() => {
-            for (i, x) in a.iter().enumerate() {
-                flatten(&format!("{prefix}[{i}]"), x, out);
-            }
-        }
-        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
 }

@@ -45,7 +45,19 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Every setting as `key = value` pairs (`a.b`, `users[0].name`), secrets
+    /// redacted: SHOW CONFIG, and what a reload changed.
+    pub fn flat(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(t) = self.to_redacted_toml().parse::<toml::Table>() {
+            flatten("", &toml::Value::Table(t), &mut out);
+        }
+        out
     }
 
     /// Parses and validates config text; `origin` names it in errors.
@@ -247,6 +259,28 @@ impl Config {
             c.lag.monitor_password = Some("<redacted>".into());
         }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::Array(a) if !a.is_empty() && a.iter().all(|x| x.is_table()) => {
+            for (i, x) in a.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), x, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Config {
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The file this was loaded from (RELOAD and SIGHUP read it again).
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// The admin console: `psql -U <admin user> pgrouter` (docs/observability.md).

@@ -66,7 +66,7 @@ pub async fn login(
                 client.write_all(b"N").await?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                let timeout = shared.config.server.server_connect_timeout.get();
+                let timeout = shared.config().server.server_connect_timeout.get();
                 shared.cancels.cancel(pid, secret, timeout).await;
                 return Ok(Outcome::Cancelled);
             }
@@ -78,7 +78,7 @@ pub async fn login(
             sqlstate::TOO_MANY_CONNECTIONS,
             format!(
                 "pgrouter: sorry, too many clients already (max_client_conn = {})",
-                shared.config.server.max_client_conn
+                shared.config().server.max_client_conn
             ),
         ));
     }
@@ -116,13 +116,13 @@ pub async fn login(
         messages::negotiate_protocol_version(&mut out, 0, &unknown_options);
     }
 
-    let user = shared.users.get(&user_name).cloned();
+    let user = shared.user(&user_name);
     authenticate(client, &mut out, user.as_deref(), &user_name).await?;
     let Some(user) = user else {
         // authenticate() never succeeds for unknown users.
         return Err(ClientError::AuthFailed { user: user_name });
     };
-    if database == shared.config.admin.database {
+    if database == shared.config().admin.database {
         return admin_login(client, shared, out, &user, id).await;
     }
     let tenant = shared.tenant_of(&user, &database).clone();
@@ -188,8 +188,11 @@ async fn admin_login(
     user: &UserEntry,
     id: u64,
 ) -> Result<Outcome, ClientError> {
-    let admin = &shared.config.admin;
-    if !admin.users.contains(&user.cfg.name) {
+    let (admins, admin_db) = {
+        let config = shared.config();
+        (config.admin.users.clone(), config.admin.database.clone())
+    };
+    if !admins.contains(&user.cfg.name) {
         return Err(ClientError::fatal(
             sqlstate::INSUFFICIENT_PRIVILEGE,
             format!(
@@ -213,7 +216,7 @@ async fn admin_login(
     let key = shared.cancels.register(ClientInfo {
         id,
         user: user.cfg.name.clone(),
-        database: admin.database.clone(),
+        database: admin_db,
         tenant: "(admin)".into(),
         peer: client.peer(),
         since: Some(std::time::SystemTime::now()),
@@ -336,7 +339,7 @@ async fn prove(
         .replicas
         .list
         .iter()
-        .filter(|r| shared.config.routing.enabled && r.is_usable(std::time::Instant::now))
+        .filter(|r| shared.config().routing.enabled && r.is_usable(std::time::Instant::now))
         .map(|r| shared.pool_for(&r.target, user, database));
     let mut last = None;
     for pool in std::iter::once(writer).chain(replicas) {

@@ -36,7 +36,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Workers)
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        let permit = shared.client_slots.clone().try_acquire_owned().ok();
+        let permit = shared.client_slots.try_acquire();
         let overflow = match permit {
             Some(_) => None,
             None => match shared.overflow_slots.clone().try_acquire_owned() {
@@ -78,9 +78,9 @@ async fn serve_client(
     permit: Option<OwnedSemaphorePermit>,
     _overflow: Option<OwnedSemaphorePermit>,
 ) {
-    let mut client = ClientStream::new(stream, shared.config.server.max_message_size);
+    let mut client = ClientStream::new(stream, shared.config().server.max_message_size);
     let peer = client.peer();
-    let login_timeout = shared.config.server.client_login_timeout.get();
+    let login_timeout = shared.config().server.client_login_timeout.get();
     let outcome = tokio::time::timeout(
         login_timeout,
         handshake::login(&mut client, &shared, permit.is_none(), id),

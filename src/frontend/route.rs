@@ -61,7 +61,7 @@ impl Session<'_> {
                 return Ok(Decision::SetRoute(r));
             }
         }
-        let routing = &self.shared.config.routing;
+        let routing = &self.shared.config().routing;
         if !routing.enabled || self.shared.replicas.list.is_empty() {
             return Ok(Decision::Primary {
                 write: false,
@@ -177,7 +177,7 @@ impl Session<'_> {
     /// This client's read-your-writes position (with its user's, in user scope).
     fn position(&self) -> Position {
         let mut p = self.position;
-        if self.shared.config.routing.consistency_scope == ConsistencyScope::User {
+        if self.shared.config().routing.consistency_scope == ConsistencyScope::User {
             p.merge(self.shared.user_positions.get(&self.login.user.cfg.name));
         }
         p
@@ -222,13 +222,16 @@ impl Session<'_> {
     ) -> Result<Result<(PooledConn, Option<usize>), Refusal>, ClientError> {
         // Copy the few settings used (a clone of the whole section would
         // allocate on every read).
-        let routing = &self.shared.config.routing;
-        let (ryw, causal_wait, fallback, primary_reads) = (
-            routing.read_your_writes,
-            routing.causal_wait.get(),
-            routing.fallback,
-            routing.primary_reads,
-        );
+        let (ryw, causal_wait, fallback, primary_reads) = {
+            let config = self.shared.config();
+            let routing = &config.routing;
+            (
+                routing.read_your_writes,
+                routing.causal_wait.get(),
+                routing.fallback,
+                routing.primary_reads,
+            )
+        };
         let pos = self.position();
         let pinned =
             ryw == ReadYourWrites::Time && pos.pinned_until.is_some_and(|t| Instant::now() < t);
@@ -313,7 +316,7 @@ impl Session<'_> {
         wait: Duration,
     ) -> bool {
         let deadline = Instant::now() + wait;
-        let timeout = self.shared.config.server.server_reset_timeout.get();
+        let timeout = self.shared.config().server.server_reset_timeout.get();
         loop {
             let replayed = match conn
                 .query_value("SELECT pg_last_wal_replay_lsn()", timeout)
@@ -336,14 +339,23 @@ impl Session<'_> {
     /// After a transaction that may have written: remember how far the
     /// primary's WAL was, so this client's (or user's) reads wait for it.
     pub(super) async fn record_write(&mut self) {
-        let routing = &self.shared.config.routing;
+        // Copied out: the config is not held across the await below.
+        let (ryw, pin, scope) = {
+            let config = self.shared.config();
+            let r = &config.routing;
+            (
+                r.read_your_writes,
+                r.pin_duration.get(),
+                r.consistency_scope,
+            )
+        };
         let now = Instant::now();
         let mut p = Position::default();
-        match routing.read_your_writes {
+        match ryw {
             ReadYourWrites::Off => return,
-            ReadYourWrites::Time => p.pinned_until = Some(now + routing.pin_duration.get()),
+            ReadYourWrites::Time => p.pinned_until = Some(now + pin),
             ReadYourWrites::Lsn => {
-                let timeout = self.shared.config.server.server_reset_timeout.get();
+                let timeout = self.shared.config().server.server_reset_timeout.get();
                 let lsn = match self.server.as_mut() {
                     Some(server) if server.is_reusable() => server
                         .query_value("SELECT pg_current_wal_insert_lsn()", timeout)
@@ -361,7 +373,7 @@ impl Session<'_> {
             }
         }
         self.position.merge(p);
-        if routing.consistency_scope == ConsistencyScope::User {
+        if scope == ConsistencyScope::User {
             self.shared
                 .user_positions
                 .record(&self.login.user.cfg.name, p);

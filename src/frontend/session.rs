@@ -85,7 +85,7 @@ pub async fn run(
         shared,
         client,
         login,
-        mode: shared.config.server.pool_mode,
+        mode: shared.config().server.pool_mode,
         server: None,
         out: BytesMut::new(),
         desired_fp,
@@ -98,8 +98,8 @@ pub async fn run(
         loan_reason: RouteReason::RoutingOff,
         loan_queries: 0,
         loan_errors: 0,
-        session_pinned: shared.config.server.pool_mode == PoolMode::Session
-            && (!shared.config.routing.enabled || shared.replicas.list.is_empty()),
+        session_pinned: shared.config().server.pool_mode == PoolMode::Session
+            && (!shared.config().routing.enabled || shared.replicas.list.is_empty()),
     };
     let result = s.serve().await;
     if let Err(e) = &result {
@@ -252,7 +252,7 @@ impl Session<'_> {
                         self.loan_queries,
                         took.as_secs_f64(),
                     );
-                    let slow = self.shared.config.server.log_slow_transactions.get();
+                    let slow = self.shared.config().server.log_slow_transactions.get();
                     if !slow.is_zero() && took >= slow {
                         tracing::warn!(
                             tenant = %self.login.tenant.name,
@@ -432,7 +432,7 @@ impl Session<'_> {
             for k in &set_names {
                 server.params.remove(k);
             }
-            let timeout = self.shared.config.server.server_reset_timeout.get();
+            let timeout = self.shared.config().server.server_reset_timeout.get();
             match server.run_internal(&sql, timeout).await {
                 Err(e) => return Ok(Err(e)),
                 Ok(Some(err)) => {
@@ -474,7 +474,7 @@ impl Session<'_> {
     }
 
     async fn replay_begin(&mut self, begin: &str) -> Result<(), ClientError> {
-        let timeout = self.shared.config.server.server_reset_timeout.get();
+        let timeout = self.shared.config().server.server_reset_timeout.get();
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
@@ -518,11 +518,14 @@ impl Session<'_> {
         // In user scope, another connection of the same user may read as soon
         // as this client sees its commit, so the final ReadyForQuery of a
         // write transaction waits until the write position is published.
-        let routing = &self.shared.config.routing;
-        let hold_ready = self.loan_wrote
-            && self.loan_replica.is_none()
-            && routing.consistency_scope == ConsistencyScope::User
-            && routing.read_your_writes != ReadYourWrites::Off;
+        let hold_ready = {
+            let config = self.shared.config();
+            let routing = &config.routing;
+            self.loan_wrote
+                && self.loan_replica.is_none()
+                && routing.consistency_scope == ConsistencyScope::User
+                && routing.read_your_writes != ReadYourWrites::Off
+        };
         self.out.clear();
         let Session {
             client,
@@ -667,11 +670,11 @@ impl Session<'_> {
         let Some(mut server) = self.server.take() else {
             return;
         };
-        let timeout = self.shared.config.server.server_reset_timeout.get();
+        let timeout = self.shared.config().server.server_reset_timeout.get();
         if self.session_pinned && server.is_reusable() {
             let q = self
                 .shared
-                .config
+                .config()
                 .server
                 .server_reset_query
                 .trim()

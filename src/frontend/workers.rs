@@ -78,7 +78,7 @@ async fn run_worker(mut rx: mpsc::UnboundedReceiver<Job>, shared: Arc<Shared>) {
         }
     }
     // The listener is gone (shutdown): let sessions finish their transactions.
-    let limit = shared.config.server.shutdown_timeout.get() + Duration::from_secs(1);
+    let limit = shared.config().server.shutdown_timeout.get() + Duration::from_secs(1);
     let _ = tokio::time::timeout(limit, async {
         while sessions.join_next().await.is_some() {}
     })

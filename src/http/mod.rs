@@ -82,12 +82,12 @@ async fn ready(shared: &Shared) -> (StatusCode, String) {
             "{\"status\":\"draining\",\"primary\":\"unknown\"}".into(),
         );
     }
-    if shared.config.lag.enabled && shared.config.routing.enabled {
+    if shared.config().lag.enabled && shared.config().routing.enabled {
         return ready_from_monitor(shared);
     }
     let p = &shared.primary;
     let reachable = tokio::time::timeout(
-        shared.config.server.server_connect_timeout.get(),
+        shared.config().server.server_connect_timeout.get(),
         tokio::net::TcpStream::connect((p.host.as_str(), p.port)),
     )
     .await

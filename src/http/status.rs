@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 pub fn render(shared: &Shared) -> String {
     let monitor = &shared.monitor;
     let mut out = String::from("{");
-    let monitored = shared.config.lag.enabled && shared.config.routing.enabled;
+    let monitored = shared.config().lag.enabled && shared.config().routing.enabled;
     let _ = write!(
         out,
         "\"monitor\":{monitored},\"max_lag_seconds\":{:.3},",
-        shared.config.lag.max_lag.get().as_secs_f64()
+        shared.config().lag.max_lag.get().as_secs_f64()
     );
     match &**monitor.writer() {
         Writer::Node(i) => {
@@ -87,7 +87,7 @@ pub fn render(shared: &Shared) -> String {
         );
     }
     out.push_str("],\"tenants\":[");
-    for (i, t) in shared.tenants.all().iter().enumerate() {
+    for (i, t) in shared.tenants().all().iter().enumerate() {
         let q = &t.queue;
         let _ = write!(
             out,
@@ -97,11 +97,11 @@ pub fn render(shared: &Shared) -> String {
             if i == 0 { "" } else { "," },
             quote(&t.name),
             t.clients(),
-            t.settings.max_clients,
-            t.settings.pool_size,
+            t.settings().max_clients,
+            t.settings().pool_size,
             q.waiting(),
-            q.limit,
-            q.timeout.as_millis(),
+            q.limit(),
+            q.timeout().as_millis(),
             q.stats.waits.load(Ordering::Relaxed),
             q.stats.queue_full.load(Ordering::Relaxed),
             q.stats.timeouts.load(Ordering::Relaxed),

@@ -120,7 +120,8 @@ pub struct Published {
 pub struct Monitor {
     pub nodes: Vec<Node>,
     inner: Mutex<Inner>,
-    thresholds: Thresholds,
+    /// Eviction/readmission thresholds (swapped on reload).
+    thresholds: ArcSwap<Thresholds>,
     discover: bool,
     /// Enforce roles (routing on): a primary in recovery takes no writes.
     role_gate: bool,
@@ -135,6 +136,11 @@ struct Inner {
 }
 
 impl Monitor {
+    /// Applies reloaded thresholds from the next probe on.
+    pub fn set_thresholds(&self, t: Thresholds) {
+        self.thresholds.store(Arc::new(t));
+    }
+
     pub fn new(nodes: Vec<Node>, thresholds: Thresholds, discover: bool, role_gate: bool) -> Self {
         let n = nodes.len();
         Self {
@@ -144,7 +150,7 @@ impl Monitor {
                 history_of: 0,
                 health: vec![Health::default(); n],
             }),
-            thresholds,
+            thresholds: ArcSwap::from_pointee(thresholds),
             discover,
             role_gate,
             writer: ArcSwap::from_pointee(Writer::Node(0)),
@@ -230,7 +236,7 @@ impl Monitor {
         let changed = match inner.health.get_mut(idx) {
             Some(h) => {
                 let before = h.state;
-                let changed = h.observe(obs, &self.thresholds);
+                let changed = h.observe(obs, &self.thresholds.load());
                 if let Some(s) = changed {
                     st.state.store(s as u8, Ordering::Release);
                     if s == State::Evicted && before == State::Healthy {

@@ -13,15 +13,19 @@ pub async fn run(shared: Arc<Shared>, idx: usize, login: ProbeLogin) {
     let Some(target) = shared.monitor.nodes.get(idx).map(|n| n.target.clone()) else {
         return;
     };
-    let cfg = &shared.config.lag;
-    let (interval, timeout, max_backoff) = (
-        cfg.probe_interval.get(),
-        cfg.probe_timeout.get(),
-        cfg.max_backoff.get(),
-    );
     let mut conn: Option<ProbeConn> = None;
     let mut failures: u32 = 0;
     loop {
+        // Read each round: a reload may change them.
+        let (interval, timeout, max_backoff) = {
+            let config = shared.config();
+            let cfg = &config.lag;
+            (
+                cfg.probe_interval.get(),
+                cfg.probe_timeout.get(),
+                cfg.max_backoff.get(),
+            )
+        };
         let started = Instant::now();
         let result = match &conn {
             Some(c) => c.probe(&target, timeout).await,

@@ -85,7 +85,8 @@ pub fn render(shared: &Shared) -> Result<String, MetricsError> {
 }
 
 fn clients_and_pools(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
-    let tenants = shared.tenants.all();
+    let tenants = shared.tenants();
+    let tenants = tenants.all();
     // (server, tenant) -> (active, idle)
     let mut conns: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
     for p in shared.pools.all() {
@@ -125,7 +126,7 @@ fn clients_and_pools(shared: &Shared, f: &mut Families) -> Result<(), MetricsErr
         "pgrouter_max_client_connections",
         "server.max_client_conn.",
         &[],
-        [(vec![], shared.config.server.max_client_conn as f64)],
+        [(vec![], shared.config().server.max_client_conn as f64)],
     )?;
     f.gauge(
         "pgrouter_server_connections",
@@ -144,7 +145,7 @@ fn clients_and_pools(shared: &Shared, f: &mut Families) -> Result<(), MetricsErr
         &["tenant"],
         tenants
             .iter()
-            .map(|t| (vec![&*t.name], t.settings.pool_size as f64)),
+            .map(|t| (vec![&*t.name], t.settings().pool_size as f64)),
     )?;
     f.gauge(
         "pgrouter_tenant_max_clients",
@@ -152,7 +153,7 @@ fn clients_and_pools(shared: &Shared, f: &mut Families) -> Result<(), MetricsErr
         &["tenant"],
         tenants
             .iter()
-            .map(|t| (vec![&*t.name], t.settings.max_clients as f64)),
+            .map(|t| (vec![&*t.name], t.settings().max_clients as f64)),
     )?;
     f.counter(
         "pgrouter_tenant_rejections_total",
@@ -300,7 +301,7 @@ fn servers(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
             )
         }),
     )?;
-    let lag = &shared.config.lag;
+    let lag = &shared.config().lag;
     f.gauge(
         "pgrouter_replica_max_lag_seconds",
         "The eviction threshold (lag.max_lag).",

@@ -14,6 +14,7 @@
 //! A [`ServerCap`] bounds all tenants' open connections to one server
 //! (`max_server_conn_per_backend`) the same way.
 
+use super::capacity::Capacity;
 use super::Pool;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -41,10 +42,11 @@ pub struct QueueStats {
 }
 
 /// One tenant's wait queue: who waits for a checkout on any of its servers.
+/// Limit and timeout change on reload.
 pub struct Queue {
     pub tenant: Arc<str>,
-    pub limit: usize,
-    pub timeout: Duration,
+    limit: AtomicUsize,
+    timeout_nanos: AtomicU64,
     waiting: AtomicUsize,
     pub stats: QueueStats,
 }
@@ -53,11 +55,25 @@ impl Queue {
     pub fn new(tenant: Arc<str>, limit: usize, timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             tenant,
-            limit,
-            timeout,
+            limit: AtomicUsize::new(limit),
+            timeout_nanos: AtomicU64::new(timeout.as_nanos() as u64),
             waiting: AtomicUsize::new(0),
             stats: QueueStats::default(),
         })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.timeout_nanos.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, limit: usize, timeout: Duration) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.timeout_nanos
+            .store(timeout.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn waiting(&self) -> usize {
@@ -67,7 +83,7 @@ impl Queue {
     /// A place in the queue, or None when it is full.
     fn enter(&self) -> Option<Waiting<'_>> {
         let before = self.waiting.fetch_add(1, Ordering::Relaxed);
-        if before >= self.limit {
+        if before >= self.limit() {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
@@ -120,12 +136,13 @@ pub struct OpenSlot {
     _server: Option<OwnedSemaphorePermit>,
 }
 
-/// One tenant's capacity on one server.
+/// One tenant's capacity on one server (resized on reload).
 pub struct Budget {
-    pub size: usize,
     pub queue: Arc<Queue>,
-    checkouts: Arc<Semaphore>,
-    open: Arc<Semaphore>,
+    checkouts: Capacity,
+    open: Capacity,
+    /// `min_pool_size` of the tenant's pools here.
+    min: AtomicUsize,
     server: Arc<ServerCap>,
     pools: Mutex<Vec<Weak<Pool>>>,
 }
@@ -135,12 +152,12 @@ pub struct Budget {
 const RECHECK: Duration = Duration::from_millis(20);
 
 impl Budget {
-    pub fn new(size: usize, queue: Arc<Queue>, server: Arc<ServerCap>) -> Arc<Self> {
+    pub fn new(size: usize, min: usize, queue: Arc<Queue>, server: Arc<ServerCap>) -> Arc<Self> {
         let b = Arc::new(Self {
-            size,
             queue,
-            checkouts: Arc::new(Semaphore::new(size)),
-            open: Arc::new(Semaphore::new(size)),
+            checkouts: Capacity::new(size),
+            open: Capacity::new(size),
+            min: AtomicUsize::new(min),
             server: server.clone(),
             pools: Mutex::new(Vec::new()),
         });
@@ -157,18 +174,48 @@ impl Budget {
         }
     }
 
+    /// pool_size.
+    pub fn size(&self) -> usize {
+        self.checkouts.size()
+    }
+
+    pub fn min(&self) -> usize {
+        self.min.load(Ordering::Relaxed)
+    }
+
+    /// Applies a reloaded pool_size / min_pool_size. Lent connections are
+    /// not taken back: the budget shrinks as they return, and idle ones over
+    /// the new size are closed now.
+    pub fn resize(&self, size: usize, min: usize) {
+        self.min.store(min, Ordering::Relaxed);
+        let old = self.size();
+        self.checkouts.resize(size);
+        self.open.resize(size);
+        for _ in size..old {
+            if !self.evict_one() {
+                break;
+            }
+        }
+    }
+
+    /// More connections are open than pool_size allows (after a reload
+    /// lowered it): returned ones should close.
+    pub fn over_size(&self) -> bool {
+        self.open.owes()
+    }
+
     /// Connections lent to clients right now.
     pub fn in_use(&self) -> usize {
-        self.size - self.checkouts.available_permits()
+        self.checkouts.in_use()
     }
 
     /// Connections open (idle, lent or being opened) right now.
     pub fn open_count(&self) -> usize {
-        self.size - self.open.available_permits()
+        self.open.in_use()
     }
 
     pub(super) fn try_checkout(&self) -> Option<OwnedSemaphorePermit> {
-        self.checkouts.clone().try_acquire_owned().ok()
+        self.checkouts.try_acquire()
     }
 
     /// Waits in the tenant's queue for a checkout.
@@ -181,7 +228,8 @@ impl Budget {
         };
         self.queue.stats.waits.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        match tokio::time::timeout(wait, self.checkouts.clone().acquire_owned()).await {
+        let checkouts = self.checkouts.semaphore().clone();
+        match tokio::time::timeout(wait, checkouts.acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             _ => {
                 self.queue.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +243,7 @@ impl Budget {
     /// A slot for a new connection without closing anyone's (keeping
     /// `min_pool_size` warm must not take from busy siblings).
     pub(super) fn try_open_slot(&self) -> Option<OpenSlot> {
-        let tenant = self.open.clone().try_acquire_owned().ok()?;
+        let tenant = self.open.try_acquire()?;
         let server = match &self.server.open {
             Some(s) => Some(s.clone().try_acquire_owned().ok()?),
             None => None,
@@ -211,7 +259,7 @@ impl Budget {
     pub(super) async fn open_slot(&self, deadline: Instant) -> Result<OpenSlot, Refused> {
         let started = Instant::now();
         let tenant = loop {
-            if let Ok(p) = self.open.clone().try_acquire_owned() {
+            if let Some(p) = self.open.try_acquire() {
                 break p;
             }
             if self.evict_one() {
@@ -226,8 +274,8 @@ impl Budget {
                 });
             }
             let slice = RECHECK.min(deadline - now);
-            if let Ok(Ok(p)) = tokio::time::timeout(slice, self.open.clone().acquire_owned()).await
-            {
+            let open = self.open.semaphore().clone();
+            if let Ok(Ok(p)) = tokio::time::timeout(slice, open.acquire_owned()).await {
                 break p;
             }
         };

@@ -11,6 +11,7 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod capacity;
 mod registry;
 
 pub use registry::Pools;
@@ -25,10 +26,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
+/// Server-wide pool timeouts, shared by every pool and swapped on reload
+/// (per-tenant sizes live in the [`Budget`]).
+pub type SharedSettings = Arc<arc_swap::ArcSwap<PoolSettings>>;
+
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
-    /// Connections kept open (`min_pool_size`).
-    pub min: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub lifetime: Duration,
@@ -94,7 +97,7 @@ struct Idle {
 pub struct Pool {
     pub target: Arc<Target>,
     pub login: Login,
-    settings: PoolSettings,
+    settings: SharedSettings,
     /// Least recently used first.
     idle: Mutex<Vec<Idle>>,
     /// The tenant's capacity on this server, shared with its other pools.
@@ -115,7 +118,7 @@ impl Pool {
     pub fn new(
         target: Arc<Target>,
         login: Login,
-        settings: PoolSettings,
+        settings: SharedSettings,
         breaker: Arc<Breaker>,
         budget: Arc<Budget>,
     ) -> Arc<Self> {
@@ -142,7 +145,7 @@ impl Pool {
 
     /// How long a checkout may wait (the tenant's `queue_timeout`).
     pub fn wait_limit(&self) -> Duration {
-        self.budget.queue.timeout
+        self.budget.queue.timeout()
     }
 
     pub fn is_proven(&self) -> bool {
@@ -156,7 +159,7 @@ impl Pool {
 
     /// The tenant's pool_size on this server.
     pub fn size(&self) -> usize {
-        self.budget.size
+        self.budget.size()
     }
 
     /// (idle, in use) server connections of this pool right now.
@@ -207,7 +210,7 @@ impl Pool {
             Refused::QueueFull { waiting } => PoolError::QueueFull {
                 tenant: self.tenant().clone(),
                 waiting,
-                limit: self.budget.queue.limit,
+                limit: self.budget.queue.limit(),
             },
             Refused::Timeout { waited } => {
                 self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +218,7 @@ impl Pool {
                     tenant: self.tenant().clone(),
                     waited_ms: waited.as_millis(),
                     target: self.target.to_string(),
-                    size: self.budget.size,
+                    size: self.budget.size(),
                 }
             }
             Refused::ServerFull { waited, limit } => {
@@ -279,7 +282,8 @@ impl Pool {
     /// Whether fewer than `min_pool_size` connections are open.
     pub fn needs_warming(&self) -> bool {
         let (idle, used) = self.counts();
-        self.settings.min > 0 && self.is_proven() && idle + used < self.settings.min
+        let min = self.budget.min();
+        min > 0 && self.is_proven() && idle + used < min
     }
 
     /// Opens connections up to `min_pool_size`, within the tenant's budget
@@ -322,8 +326,8 @@ impl Pool {
         let result = connect(
             self.target.clone(),
             &self.login,
-            self.settings.connect_timeout,
-            self.settings.max_message,
+            self.settings.load().connect_timeout,
+            self.settings.load().max_message,
         )
         .await;
         match &result {
@@ -346,7 +350,9 @@ impl Pool {
     }
 
     fn put_back(&self, mut conn: ServerConn, slot: OpenSlot) {
-        if !conn.is_reusable() {
+        // Not reusable, or the tenant's pool_size was lowered by a reload and
+        // it still has too many open: close it (its slot pays the debt).
+        if !conn.is_reusable() || self.budget.over_size() {
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -364,10 +370,11 @@ impl Pool {
             return 0;
         };
         let before = v.len();
-        let s = &self.settings;
+        let s = self.settings.load();
         // Idle ones may close only down to min_pool_size; old ones always
         // (the warmer opens fresh ones).
-        let mut may_idle_out = (before + self.in_use.load(Ordering::Relaxed)).saturating_sub(s.min);
+        let open = before + self.in_use.load(Ordering::Relaxed);
+        let mut may_idle_out = open.saturating_sub(self.budget.min());
         v.retain_mut(|i| {
             let c = &mut i.conn;
             c.idle_ticks = c.idle_ticks.saturating_add(1);

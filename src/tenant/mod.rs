@@ -15,12 +15,14 @@ use crate::backend::Target;
 use crate::config::{Config, RateLimitConfig, TenantSettings, DEFAULT_TENANT};
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::pool::budget::{Budget, Queue, ServerCap};
+use crate::pool::capacity::Capacity;
+use arc_swap::ArcSwap;
 use rate::TokenBucket;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -54,12 +56,17 @@ pub struct TenantStats {
     pub rate_refused: AtomicU64,
 }
 
+fn bucket(r: RateLimitConfig) -> TokenBucket {
+    TokenBucket::new(r.transactions_per_second, r.burst, Instant::now())
+}
+
 pub struct Tenant {
     pub name: Arc<str>,
-    pub settings: TenantSettings,
-    clients: Arc<Semaphore>,
+    /// Current limits (swapped on reload; see [`Tenant::apply`]).
+    settings: ArcSwap<TenantSettings>,
+    clients: Capacity,
     pub queue: Arc<Queue>,
-    rate: Option<Mutex<TokenBucket>>,
+    rate: Mutex<Option<TokenBucket>>,
     /// This tenant's capacity on each server, made on first use.
     budgets: Mutex<HashMap<Arc<Target>, Arc<Budget>>>,
     pub stats: TenantStats,
@@ -79,19 +86,36 @@ impl Tenant {
             paused: AtomicBool::new(false),
             resumed: tokio::sync::watch::Sender::new(true),
             queue: Queue::new(name.clone(), settings.queue_limit, settings.queue_timeout),
-            clients: Arc::new(Semaphore::new(settings.max_clients)),
-            rate: settings.rate_limit.map(|r: RateLimitConfig| {
-                Mutex::new(TokenBucket::new(
-                    r.transactions_per_second,
-                    r.burst,
-                    Instant::now(),
-                ))
-            }),
+            clients: Capacity::new(settings.max_clients),
+            rate: Mutex::new(settings.rate_limit.map(bucket)),
             budgets: Mutex::new(HashMap::new()),
             stats: TenantStats::default(),
             name,
-            settings,
+            settings: ArcSwap::from_pointee(settings),
         }
+    }
+
+    pub fn settings(&self) -> arc_swap::Guard<Arc<TenantSettings>> {
+        self.settings.load()
+    }
+
+    /// Applies reloaded limits in place: clients and transactions in flight
+    /// keep going; the new sizes hold as work finishes.
+    pub fn apply(&self, new: TenantSettings) {
+        let old = self.settings();
+        self.clients.resize(new.max_clients);
+        self.queue.set(new.queue_limit, new.queue_timeout);
+        if old.rate_limit != new.rate_limit {
+            if let Ok(mut r) = self.rate.lock() {
+                *r = new.rate_limit.map(bucket);
+            }
+        }
+        if let Ok(budgets) = self.budgets.lock() {
+            for b in budgets.values() {
+                b.resize(new.pool_size, new.min_pool_size);
+            }
+        }
+        self.settings.store(Arc::new(new));
     }
 
     pub fn is_paused(&self) -> bool {
@@ -122,16 +146,16 @@ impl Tenant {
 
     /// Clients connected now.
     pub fn clients(&self) -> usize {
-        self.settings.max_clients - self.clients.available_permits()
+        self.clients.in_use()
     }
 
     /// A client's place among `max_clients`, held for its whole session.
     pub fn admit_client(&self) -> Result<OwnedSemaphorePermit, TenantError> {
-        self.clients.clone().try_acquire_owned().map_err(|_| {
+        self.clients.try_acquire().ok_or_else(|| {
             self.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
             TenantError::TooManyClients {
                 tenant: self.name.clone(),
-                max: self.settings.max_clients,
+                max: self.settings().max_clients,
             }
         })
     }
@@ -139,13 +163,13 @@ impl Tenant {
     /// Whether the rate limit lets a transaction start: after how long
     /// (zero: now), or why not.
     pub fn admit_transaction(&self) -> Result<Duration, TenantError> {
-        let Some(bucket) = &self.rate else {
+        let Ok(mut guard) = self.rate.lock() else {
             return Ok(Duration::ZERO);
         };
-        let Ok(mut b) = bucket.lock() else {
+        let Some(b) = guard.as_mut() else {
             return Ok(Duration::ZERO);
         };
-        match b.reserve(Instant::now(), self.settings.queue_timeout) {
+        match b.reserve(Instant::now(), self.queue.timeout()) {
             Ok(w) => {
                 if !w.is_zero() {
                     self.stats.rate_delayed.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +178,7 @@ impl Tenant {
             }
             Err(w) => {
                 self.stats.rate_refused.fetch_add(1, Ordering::Relaxed);
-                let r = self.settings.rate_limit.unwrap_or(RateLimitConfig {
+                let r = self.settings().rate_limit.unwrap_or(RateLimitConfig {
                     transactions_per_second: 0.0,
                     burst: 0,
                 });
@@ -170,7 +194,15 @@ impl Tenant {
 
     /// This tenant's capacity on `target`.
     pub fn budget(&self, target: &Arc<Target>, cap: &Arc<ServerCap>) -> Arc<Budget> {
-        let make = || Budget::new(self.settings.pool_size, self.queue.clone(), cap.clone());
+        let make = || {
+            let s = self.settings();
+            Budget::new(
+                s.pool_size,
+                s.min_pool_size,
+                self.queue.clone(),
+                cap.clone(),
+            )
+        };
         let Ok(mut m) = self.budgets.lock() else {
             return make();
         };
@@ -194,7 +226,7 @@ impl Tenant {
 
     /// Startup `options` for this tenant's server connections.
     pub fn server_options(&self) -> Option<String> {
-        self.settings
+        self.settings()
             .statement_timeout
             .map(|d| format!("-c statement_timeout={}", d.as_millis()))
     }
@@ -210,6 +242,18 @@ pub struct Tenants {
 
 impl Tenants {
     pub fn new(config: &Config, metrics: &Metrics) -> Self {
+        Self::build(config, metrics, &[])
+    }
+
+    /// The tenants of a reloaded config. Tenants that keep their name are
+    /// the same objects, their limits changed in place ([`Tenant::apply`]),
+    /// so their connected clients and pools carry on; removed tenants live
+    /// on only in the clients still connected to them.
+    pub fn reconfigure(&self, config: &Config, metrics: &Metrics) -> Self {
+        Self::build(config, metrics, &self.list)
+    }
+
+    fn build(config: &Config, metrics: &Metrics, existing: &[Arc<Tenant>]) -> Self {
         let mut list = Vec::new();
         let mut by_user = HashMap::new();
         let mut by_database = HashMap::new();
@@ -227,11 +271,17 @@ impl Tenants {
                     by_database.insert(d.clone(), i);
                 }
             }
-            list.push(Arc::new(Tenant::new(
-                &name,
-                config.tenant_settings(&name),
-                metrics,
-            )));
+            let settings = config.tenant_settings(&name);
+            let tenant = match existing.iter().find(|t| *t.name == *name) {
+                Some(t) => {
+                    if **t.settings() != settings {
+                        t.apply(settings);
+                    }
+                    t.clone()
+                }
+                None => Arc::new(Tenant::new(&name, settings, metrics)),
+            };
+            list.push(tenant);
         }
         Self {
             list,
@@ -282,10 +332,10 @@ mod tests {
         );
         let t = Tenants::new(&c, &metrics());
         assert_eq!(&*t.resolve("a", "globex").name, "acme");
-        assert_eq!(t.resolve("a", "x").settings.pool_size, 3);
+        assert_eq!(t.resolve("a", "x").settings().pool_size, 3);
         assert_eq!(&*t.resolve("b", "globex").name, "globex");
         assert_eq!(&*t.resolve("b", "other").name, "default");
-        assert_eq!(t.resolve("b", "other").settings.pool_size, 20);
+        assert_eq!(t.resolve("b", "other").settings().pool_size, 20);
     }
 
     #[test]

@@ -118,10 +118,10 @@ pub async fn router(f: impl FnOnce(&mut Config)) -> TestRouter {
             let _ = tx.send(started);
             if let Some(shared) = shared {
                 shared.shutdown.wait().await;
-                let all = shared.config.server.max_client_conn as u32;
+                let all = shared.config().server.max_client_conn as u32;
                 let _ = tokio::time::timeout(
                     Duration::from_secs(10),
-                    shared.client_slots.acquire_many(all),
+                    shared.client_slots.semaphore().acquire_many(all),
                 )
                 .await;
             }
