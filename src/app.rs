@@ -85,7 +85,11 @@ pub struct Shared {
     /// The running configuration; [`reload`] swaps it.
     config: ArcSwap<Config>,
     pub primary: Arc<Target>,
-    pub replicas: Replicas,
+    /// Append-only, indexed like `monitor.nodes()[1..]` (a removed replica
+    /// stays, never usable).
+    replicas: ArcSwap<Replicas>,
+    /// Where to ask for a probe task for a server added by a reload.
+    probes: Mutex<Option<tokio::sync::mpsc::UnboundedSender<usize>>>,
     /// Health, lag and roles of every server (docs/lag.md).
     pub monitor: Monitor,
     /// Which functions make a statement a write: built-ins, configured, and
@@ -100,8 +104,6 @@ pub struct Shared {
     tenants: ArcSwap<Tenants>,
     /// Server-wide pool timeouts (every pool reads them live).
     pool_settings: crate::pool::SharedSettings,
-    /// Each server's cap on open connections, indexed like `monitor.nodes`.
-    server_caps: Vec<Arc<ServerCap>>,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
     pub shutdown: Shutdown,
@@ -130,35 +132,15 @@ impl Shared {
         } else {
             State::Healthy
         };
-        let status = || {
-            Arc::new(NodeStatus::new(
-                initial,
-                Arc::new(Breaker::new(
-                    config.lag.breaker_failures,
-                    config.lag.breaker_cooldown.get(),
-                )),
-            ))
-        };
         let mut nodes = vec![Node {
             target: primary.clone(),
-            status: status(),
+            status: node_status(&config, initial),
+            cap: ServerCap::new(config.server.max_server_conn_per_backend),
         }];
         let mut replicas = Vec::new();
         for r in &config.replicas {
-            let node = Node {
-                target: Arc::new(Target {
-                    name: r.name.clone(),
-                    role: Role::Replica,
-                    host: r.host.clone(),
-                    port: r.port,
-                }),
-                status: status(),
-            };
-            replicas.push(Arc::new(Replica::with_status(
-                node.target.clone(),
-                r.weight,
-                node.status.clone(),
-            )));
+            let (node, replica) = replica_node(&config, r, initial);
+            replicas.push(replica);
             nodes.push(node);
         }
         let replicas = Replicas::new(replicas, config.routing.load_balance);
@@ -170,9 +152,6 @@ impl Shared {
         );
         let function_rules = ArcSwap::from_pointee(rules_from(&config, &HashMap::new()));
         let users = ArcSwap::from_pointee(users_of(&config));
-        let server_caps = (0..monitor.nodes.len())
-            .map(|_| ServerCap::new(config.server.max_server_conn_per_backend))
-            .collect();
         Ok(Self {
             tenants: ArcSwap::from_pointee(Tenants::new(&config, &metrics)),
             pool_settings: Arc::new(ArcSwap::from_pointee(pool_settings_of(&config))),
@@ -181,9 +160,9 @@ impl Shared {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
-            server_caps,
             primary,
-            replicas,
+            replicas: ArcSwap::from_pointee(replicas),
+            probes: Mutex::new(None),
             monitor,
             function_rules,
             catalog: Mutex::new(HashMap::new()),
@@ -200,6 +179,62 @@ impl Shared {
         })
     }
 
+    /// The replicas (cheap; do not hold it across an await).
+    pub fn replicas(&self) -> arc_swap::Guard<Arc<Replicas>> {
+        self.replicas.load()
+    }
+
+    /// Adds and removes replicas to match `new` (by name, host, port and
+    /// weight: a changed one is removed and added anew). Returns
+    /// (added, removed) names.
+    fn apply_replicas(&self, new: &Config) -> (Vec<String>, Vec<String>) {
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let nodes = self.monitor.nodes();
+        let replicas = self.replicas();
+        let same = |r: &crate::config::ReplicaConfig, rep: &Replica| {
+            rep.target.name == r.name
+                && rep.target.host == r.host
+                && rep.target.port == r.port
+                && rep.weight == r.weight.max(1)
+        };
+        for (i, rep) in replicas.list.iter().enumerate() {
+            let live = nodes
+                .get(i + 1)
+                .is_some_and(|n| n.status.state() != State::Removed);
+            if live && !new.replicas.iter().any(|r| same(r, rep)) {
+                self.monitor.remove(i + 1);
+                self.pools.close_idle_for(&rep.target);
+                removed.push(rep.target.name.clone());
+            }
+        }
+        let live = |r: &crate::config::ReplicaConfig| {
+            replicas.list.iter().enumerate().any(|(i, rep)| {
+                same(r, rep)
+                    && nodes
+                        .get(i + 1)
+                        .is_some_and(|n| n.status.state() != State::Removed)
+            })
+        };
+        let monitored = new.lag.enabled && new.routing.enabled;
+        let initial = if monitored {
+            State::Starting
+        } else {
+            State::Healthy
+        };
+        for r in new.replicas.iter().filter(|r| !live(r)) {
+            let (node, replica) = replica_node(new, r, initial);
+            let idx = self.monitor.add(node);
+            self.replicas.store(Arc::new(self.replicas().with(replica)));
+            if monitored {
+                if let Some(tx) = self.probes.lock().ok().and_then(|p| p.clone()) {
+                    let _ = tx.send(idx);
+                }
+            }
+            added.push(r.name.clone());
+        }
+        (added, removed)
+    }
+
     /// The running configuration (cheap; do not hold it across an await).
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
@@ -209,6 +244,10 @@ impl Shared {
     /// timeouts, client limit, lag thresholds, function rules
     /// ([`crate::reload`] decides what may change).
     pub fn apply(&self, new: Config) {
+        let (added, removed) = self.apply_replicas(&new);
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::info!(?added, ?removed, "replicas changed by reload");
+        }
         self.users.store(Arc::new(users_of(&new)));
         let tenants = self.tenants().reconfigure(&new, &self.metrics);
         self.tenants.store(Arc::new(tenants));
@@ -258,17 +297,11 @@ impl Shared {
             database: database.to_string(),
             options: tenant.server_options(),
         };
-        let node = self
-            .monitor
-            .nodes
-            .iter()
-            .position(|n| Arc::ptr_eq(&n.target, target));
+        let nodes = self.monitor.nodes();
+        let node = nodes.iter().find(|n| Arc::ptr_eq(&n.target, target));
         let make = || {
             let (breaker, cap) = match node {
-                Some(i) => (
-                    self.monitor.nodes[i].status.breaker.clone(),
-                    self.server_caps[i].clone(),
-                ),
+                Some(n) => (n.status.breaker.clone(), n.cap.clone()),
                 None => (
                     Arc::new(Breaker::new(0, Duration::from_secs(1))),
                     ServerCap::new(0),
@@ -289,7 +322,7 @@ impl Shared {
     /// The pool of the server that takes writes now, or why there is none.
     pub fn writer_pool(&self, user: &UserEntry, database: &str) -> Result<Arc<Pool>, String> {
         match &**self.monitor.writer() {
-            Writer::Node(i) => Ok(match self.monitor.nodes.get(*i) {
+            Writer::Node(i) => Ok(match self.monitor.nodes().get(*i) {
                 Some(n) if *i > 0 => self.pool_for(&n.target.clone(), user, database),
                 _ => self.primary_pool(user, database),
             }),
@@ -343,7 +376,7 @@ impl Shared {
     /// Whether routing needs `database`'s catalog loaded before its reads.
     pub fn needs_catalog(&self, database: &str) -> bool {
         self.config().routing.enabled
-            && !self.replicas.list.is_empty()
+            && !self.replicas().list.is_empty()
             && self
                 .catalog
                 .lock()
@@ -372,6 +405,41 @@ impl Shared {
     pub fn client_count(&self) -> usize {
         self.client_slots.in_use()
     }
+}
+
+fn node_status(config: &Config, initial: State) -> Arc<NodeStatus> {
+    Arc::new(NodeStatus::new(
+        initial,
+        Arc::new(Breaker::new(
+            config.lag.breaker_failures,
+            config.lag.breaker_cooldown.get(),
+        )),
+    ))
+}
+
+/// A configured replica as a monitor node and a routing replica (sharing
+/// their status).
+fn replica_node(
+    config: &Config,
+    r: &crate::config::ReplicaConfig,
+    initial: State,
+) -> (Node, Arc<Replica>) {
+    let node = Node {
+        target: Arc::new(Target {
+            name: r.name.clone(),
+            role: Role::Replica,
+            host: r.host.clone(),
+            port: r.port,
+        }),
+        status: node_status(config, initial),
+        cap: ServerCap::new(config.server.max_server_conn_per_backend),
+    };
+    let replica = Arc::new(Replica::with_status(
+        node.target.clone(),
+        r.weight,
+        node.status.clone(),
+    ));
+    (node, replica)
 }
 
 fn thresholds_of(config: &Config) -> Thresholds {
@@ -450,14 +518,26 @@ impl Router {
         ));
         tokio::spawn(crate::http::serve(http, shared.clone()));
         tokio::spawn(reaper(shared.clone()));
-        if shared.config().routing.enabled && !shared.replicas.list.is_empty() {
+        if shared.config().routing.enabled {
+            // Cheap without replicas; a reload may add some.
             tokio::spawn(catalog_refresher(shared.clone()));
         }
         if shared.config().lag.enabled && shared.config().routing.enabled {
             let login = shared.probe_login();
-            for idx in 0..shared.monitor.nodes.len() {
+            for idx in 0..shared.monitor.nodes().len() {
                 tokio::spawn(crate::lag::monitor::run(shared.clone(), idx, login.clone()));
             }
+            // Replicas added by a reload get their probe task here.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            if let Ok(mut p) = shared.probes.lock() {
+                *p = Some(tx);
+            }
+            let s = shared.clone();
+            tokio::spawn(async move {
+                while let Some(idx) = rx.recv().await {
+                    tokio::spawn(crate::lag::monitor::run(s.clone(), idx, login.clone()));
+                }
+            });
             // Replicas take reads only once probed: give the first round a
             // moment so a fresh router does not start on the primary alone.
             let limit = shared.config().lag.probe_timeout.get() + Duration::from_millis(250);

@@ -12,13 +12,15 @@
 //!   server_reset_query;
 //! - routing and read-your-writes settings, write/read-only function lists;
 //! - lag thresholds (from the next probe), probe interval and timeout;
+//! - replicas added (probed, then given reads once healthy) and removed (no
+//!   new reads; reads running there finish; idle connections closed; a
+//!   replica whose host, port or weight changed is removed and added anew);
 //! - the admin section.
 //!
 //! Needing a restart (the running value is kept, and the reload says so):
 //! listen addresses, worker_threads, pool_mode, max_message_size,
-//! max_server_conn_per_backend, the servers themselves ([primary],
-//! [[replicas]]), and switching routing, the monitor or role discovery on
-//! or off, breaker settings.
+//! max_server_conn_per_backend, [primary], and switching routing, the
+//! monitor or role discovery on or off, breaker settings.
 //!
 //! A file that fails to parse or validate changes nothing: the error is
 //! logged and returned to RELOAD.
@@ -83,7 +85,6 @@ const RESTART_ONLY: &[&str] = &[
     "server.max_message_size",
     "server.max_server_conn_per_backend",
     "primary",
-    "replicas",
     "lag.enabled",
     "lag.breaker_",
     "lag.monitor_",
@@ -124,7 +125,6 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
     s.max_message_size = old.server.max_message_size;
     s.max_server_conn_per_backend = old.server.max_server_conn_per_backend;
     new.primary = old.primary.clone();
-    new.replicas = old.replicas.clone();
     new.lag.enabled = old.lag.enabled;
     new.lag.breaker_failures = old.lag.breaker_failures;
     new.lag.breaker_cooldown = old.lag.breaker_cooldown;

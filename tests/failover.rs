@@ -77,7 +77,7 @@ async fn writes_follow_a_promoted_replica_and_stop_on_split_brain() {
     // go to it, and writes are not sent to it either.
     let fixed = router(|c| c.lag.probe_interval = HumanDuration(PROBE)).await;
     assert_eq!(
-        fixed.shared.monitor.nodes[1].status.state(),
+        fixed.shared.monitor.nodes()[1].status.state(),
         State::Misconfigured
     );
     let c = connect(&fixed, &db).await;

@@ -70,7 +70,7 @@ async fn background_writes(db: &str) -> Writes {
 }
 
 fn state(r: &Router, node: usize) -> State {
-    r.shared.monitor.nodes[node].status.state()
+    r.shared.monitor.nodes()[node].status.state()
 }
 
 /// Polls until node `node` is in `want`; returns how long it took.
@@ -150,7 +150,7 @@ async fn paused_replay_evicts_the_replica_and_resume_readmits_it() {
     let ports = read_ports(&c, 40).await;
     assert!(ports.contains(&r1.port), "no read went back to the replica");
     assert_eq!(
-        r.shared.monitor.nodes[1]
+        r.shared.monitor.nodes()[1]
             .status
             .evictions
             .load(Ordering::Relaxed),
@@ -186,7 +186,7 @@ async fn an_idle_primary_never_evicts_a_healthy_replica() {
     while start.elapsed() < Duration::from_secs(10) {
         for node in [1, 2] {
             assert_eq!(state(&r, node), State::Healthy, "at {:?}", start.elapsed());
-            let lag = r.shared.monitor.nodes[node].status.lag();
+            let lag = r.shared.monitor.nodes()[node].status.lag();
             assert!(
                 lag < Duration::from_millis(500),
                 "reported lag {lag:?} while idle"
@@ -201,7 +201,7 @@ async fn an_idle_primary_never_evicts_a_healthy_replica() {
     }
     for node in [1, 2] {
         assert_eq!(
-            r.shared.monitor.nodes[node]
+            r.shared.monitor.nodes()[node]
                 .status
                 .evictions
                 .load(Ordering::Relaxed),
@@ -278,7 +278,7 @@ async fn a_crashed_replica_under_read_load_costs_no_new_transaction_an_error() {
     wait_state(&r, 2, State::Healthy, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let on_r2 = || {
-        r.shared.replicas.list[1]
+        r.shared.replicas().list[1]
             .outstanding
             .load(Ordering::Relaxed)
     };

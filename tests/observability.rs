@@ -1050,6 +1050,43 @@ async fn reload_under_load_applies_limits_and_loses_no_transaction() {
         "acme used {peak} connections after pool_size 2 -> 5"
     );
 
+    // Remove a replica under the read load, then add it back.
+    let all_replicas = file.replicas.clone();
+    file.replicas.retain(|x| x.name != "r2");
+    write(&file);
+    let (_, notice, ok) = admin_psql(&r, "RELOAD");
+    assert!(ok && notice.contains("replicas[1]"), "{notice}");
+    let page = metrics_page(r.http_addr).await;
+    assert!(
+        metric(&page, "pgrouter_server_state", &[("server", "r2")]).is_none(),
+        "r2 still exported"
+    );
+    let (replicas, _, _) = admin_psql(&r, "SHOW REPLICAS");
+    assert!(!replicas.contains("r2|"), "{replicas}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    file.replicas = all_replicas;
+    write(&file);
+    let (_, notice, ok) = admin_psql(&r, "RELOAD");
+    assert!(ok && notice.contains("replicas[1]"), "{notice}");
+    let t0 = Instant::now();
+    loop {
+        let page = metrics_page(r.http_addr).await;
+        if metric(
+            &page,
+            "pgrouter_server_state",
+            &[("server", "r2"), ("state", "healthy")],
+        ) == Some(1.0)
+        {
+            eprintln!("re-added replica healthy {:?} after RELOAD", t0.elapsed());
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "re-added r2 never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // A broken file changes nothing and says why.
     std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\npool_sise = 3\n")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1127,8 +1164,92 @@ async fn reload_under_load_applies_limits_and_loses_no_transaction() {
     );
     assert!(acked.len() > 100, "only {} inserts ran", acked.len());
     eprintln!(
-        "{} inserts acknowledged and stored across 3 reloads, 0 client errors",
+        "{} inserts acknowledged and stored across 5 reloads, 0 client errors",
         acked.len()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The real binary against the cluster: JSON logs, a slow transaction
+/// logged with its client's id, and the id matches SHOW CLIENTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_transactions_are_logged_as_json_with_the_client_id() {
+    use std::process::{Command, Stdio};
+    let db = database("slowlog");
+    let dir = std::env::temp_dir().join(format!("pgrouter-slowlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("router.toml");
+    let port = pgrouter::demo::cluster::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let http = pgrouter::demo::cluster::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = config();
+    c.server.listen = format!("127.0.0.1:{port}");
+    c.server.http_listen = format!("127.0.0.1:{http}");
+    c.server.log_level = "info".into();
+    c.server.log_format = pgrouter::config::LogFormat::Json;
+    c.server.log_slow_transactions = pgrouter::config::HumanDuration::from_millis(150);
+    c.admin.users = vec![USER.into()];
+    std::fs::write(&path, toml::to_string(&c).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let child = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{db}");
+    let t0 = Instant::now();
+    let client = loop {
+        match connect_url(&url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "router did not start: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    client
+        .simple_query("SELECT 1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .simple_query("SELECT pg_sleep(0.3)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let admin_url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/pgrouter");
+    let admin = connect_url(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clients = rows(&admin, "SHOW CLIENTS").await;
+    let id: u64 = clients
+        .iter()
+        .find(|c| c.get("database") == Some(db.as_str()))
+        .and_then(|c| c.get("id"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("client not in SHOW CLIENTS"));
+    drop(admin);
+    drop(client);
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let slow: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "slow transaction")
+        .collect();
+    assert_eq!(slow.len(), 1, "exactly the pg_sleep(0.3) is slow: {stderr}");
+    let s = slow[0];
+    assert_eq!(s["level"], "WARN");
+    assert_eq!(s["span"]["id"].as_u64(), Some(id), "{s}");
+    assert_eq!(s["fields"]["tenant"], "default");
+    assert_eq!(s["fields"]["user"], USER);
+    let ms = s["fields"]["duration_ms"].as_u64().unwrap_or(0);
+    assert!((300..2000).contains(&ms), "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }

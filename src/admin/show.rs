@@ -234,7 +234,10 @@ fn replicas(shared: &Shared) -> Table {
         Writer::Node(i) => Some(*i),
         Writer::Refused(_) => None,
     };
-    for (i, n) in shared.monitor.nodes.iter().enumerate() {
+    for (i, n) in shared.monitor.nodes().iter().enumerate() {
+        if n.status.state() == crate::lag::health::State::Removed {
+            continue;
+        }
         let st = &n.status;
         let replay = st.replay_lsn.load(Ordering::Relaxed);
         t.push(vec![

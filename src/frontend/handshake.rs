@@ -335,12 +335,14 @@ async fn prove(
     if writer.is_proven() && !needs_catalog {
         return Ok(writer);
     }
-    let replicas = shared
-        .replicas
+    let routing = shared.config().routing.enabled;
+    let replicas: Vec<Arc<Pool>> = shared
+        .replicas()
         .list
         .iter()
-        .filter(|r| shared.config().routing.enabled && r.is_usable(std::time::Instant::now))
-        .map(|r| shared.pool_for(&r.target, user, database));
+        .filter(|r| routing && r.is_usable(std::time::Instant::now))
+        .map(|r| shared.pool_for(&r.target, user, database))
+        .collect();
     let mut last = None;
     for pool in std::iter::once(writer).chain(replicas) {
         match pool.acquire(pool.wait_limit()).await {

@@ -62,7 +62,7 @@ impl Session<'_> {
             }
         }
         let routing = &self.shared.config().routing;
-        if !routing.enabled || self.shared.replicas.list.is_empty() {
+        if !routing.enabled || self.shared.replicas().list.is_empty() {
             return Ok(Decision::Primary {
                 write: false,
                 reason: RouteReason::RoutingOff,
@@ -205,7 +205,7 @@ impl Session<'_> {
         if let Some(p) = &self.replica_pools[idx] {
             return p.clone();
         }
-        let target = self.shared.replicas.list[idx].target.clone();
+        let target = self.shared.replicas().list[idx].target.clone();
         let p = self
             .shared
             .pool_for(&target, &self.login.user, &self.login.database);
@@ -240,7 +240,7 @@ impl Session<'_> {
         } else {
             0
         };
-        let n = self.shared.replicas.list.len();
+        let n = self.shared.replicas().list.len();
         self.reads = self.reads.wrapping_add(1);
         let primary_turn = primary_reads && self.reads.is_multiple_of(n as u64 + 1);
         // Why the read ends up on the primary, if it does.
@@ -252,10 +252,10 @@ impl Session<'_> {
         if !pinned && !primary_turn {
             why = RouteReason::NoHealthyReplica;
             for _ in 0..n {
-                let Some((idx, known)) = self.shared.replicas.pick(Instant::now, min_lsn) else {
+                let Some((idx, known)) = self.shared.replicas().pick(Instant::now, min_lsn) else {
                     if self
                         .shared
-                        .replicas
+                        .replicas()
                         .list
                         .iter()
                         .any(|r| r.status.state() == State::Evicted)
@@ -264,7 +264,7 @@ impl Session<'_> {
                     }
                     break;
                 };
-                let replica = self.shared.replicas.list[idx].clone();
+                let replica = self.shared.replicas().list[idx].clone();
                 let pool = self.replica_pool(idx);
                 let mut conn = match self.acquire_from(pool).await? {
                     Ok(c) => c,

@@ -99,7 +99,7 @@ pub async fn run(
         loan_queries: 0,
         loan_errors: 0,
         session_pinned: shared.config().server.pool_mode == PoolMode::Session
-            && (!shared.config().routing.enabled || shared.replicas.list.is_empty()),
+            && (!shared.config().routing.enabled || shared.replicas().list.is_empty()),
     };
     let result = s.serve().await;
     if let Err(e) = &result {
@@ -327,7 +327,7 @@ impl Session<'_> {
             .route_stats
             .read_retries
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(r) = replica.and_then(|i| self.shared.replicas.list.get(i)) {
+        if let Some(r) = replica.and_then(|i| self.shared.replicas().list.get(i).cloned()) {
             r.mark_down(std::time::Instant::now());
         }
         self.shared.pools.close_idle_for(target);
@@ -502,7 +502,7 @@ impl Session<'_> {
 
     fn end_replica_loan(&mut self) {
         if let Some(idx) = self.loan_replica.take() {
-            if let Some(r) = self.shared.replicas.list.get(idx) {
+            if let Some(r) = self.shared.replicas().list.get(idx) {
                 r.outstanding.fetch_sub(1, Ordering::Relaxed);
             }
         }

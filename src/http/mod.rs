@@ -116,7 +116,7 @@ fn ready_from_monitor(shared: &Shared) -> (StatusCode, String) {
     use crate::lag::elect::Writer;
     use crate::lag::health::State;
     let (ok, detail) = match &**shared.monitor.writer() {
-        Writer::Node(i) => match shared.monitor.nodes.get(*i) {
+        Writer::Node(i) => match shared.monitor.nodes().get(*i) {
             Some(n) => {
                 let state = n.status.state();
                 (

@@ -20,11 +20,11 @@ pub fn render(shared: &Shared) -> String {
     match &**monitor.writer() {
         Writer::Node(i) => {
             let name = monitor
-                .nodes
+                .nodes()
                 .get(*i)
-                .map(|n| n.target.name.as_str())
-                .unwrap_or("");
-            let _ = write!(out, "\"writer\":{},\"writes_refused\":null,", quote(name));
+                .map(|n| n.target.name.clone())
+                .unwrap_or_default();
+            let _ = write!(out, "\"writer\":{},\"writes_refused\":null,", quote(&name));
         }
         Writer::Refused(reason) => {
             let _ = write!(out, "\"writer\":null,\"writes_refused\":{},", quote(reason));
@@ -32,7 +32,11 @@ pub fn render(shared: &Shared) -> String {
     }
     let _ = write!(out, "\"clients\":{},\"servers\":[", shared.client_count());
     let pools = shared.pools.all();
-    for (i, node) in monitor.nodes.iter().enumerate() {
+    let mut first = true;
+    for (i, node) in monitor.nodes().iter().enumerate() {
+        if node.status.state() == crate::lag::health::State::Removed {
+            continue;
+        }
         let st = &node.status;
         let (mut idle, mut used) = (0, 0);
         for p in pools.iter().filter(|p| *p.target == *node.target) {
@@ -65,7 +69,7 @@ pub fn render(shared: &Shared) -> String {
              \"state\":\"{}\",\"lag_seconds\":{:.3},\"lag_bytes\":{},\"current_lsn\":{},\"replay_lsn\":{},\
              \"replay_paused\":{},\"evictions\":{},\"readmissions\":{},\"probe_failures\":{},\
              \"circuit\":\"{}\",\"last_error\":{},\"server_connections\":{{\"idle\":{},\"in_use\":{}}}}}",
-            if i == 0 { "" } else { "," },
+            if std::mem::take(&mut first) { "" } else { "," },
             quote(&node.target.name),
             quote(&node.target.host),
             node.target.port,

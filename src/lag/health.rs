@@ -29,6 +29,8 @@ pub enum State {
     Down = 3,
     /// Reports the other role (a promoted replica, a primary in recovery).
     Misconfigured = 4,
+    /// Taken out of router.toml by a reload: never used again, not probed.
+    Removed = 5,
 }
 
 impl State {
@@ -38,6 +40,7 @@ impl State {
             2 => State::Evicted,
             3 => State::Down,
             4 => State::Misconfigured,
+            5 => State::Removed,
             _ => State::Starting,
         }
     }
@@ -48,6 +51,7 @@ impl State {
             State::Evicted => "evicted",
             State::Down => "down",
             State::Misconfigured => "misconfigured",
+            State::Removed => "removed",
         }
     }
 }

@@ -104,10 +104,14 @@ impl NodeStatus {
     }
 }
 
-/// One configured server: index 0 is `[primary]`, then `[[replicas]]` in order.
+/// One configured server: index 0 is `[primary]`, then `[[replicas]]` in
+/// order, then replicas added by reloads. Indexes never change: a replica
+/// removed by a reload stays in the list as [`State::Removed`].
 pub struct Node {
     pub target: Arc<Target>,
     pub status: Arc<NodeStatus>,
+    /// All tenants' connections to this server (`max_server_conn_per_backend`).
+    pub cap: Arc<crate::pool::budget::ServerCap>,
 }
 
 /// A state change worth acting on (logged, idle connections closed...).
@@ -118,7 +122,8 @@ pub struct Published {
 }
 
 pub struct Monitor {
-    pub nodes: Vec<Node>,
+    /// Append-only (see [`Node`]).
+    nodes: ArcSwap<Vec<Arc<Node>>>,
     inner: Mutex<Inner>,
     /// Eviction/readmission thresholds (swapped on reload).
     thresholds: ArcSwap<Thresholds>,
@@ -141,10 +146,41 @@ impl Monitor {
         self.thresholds.store(Arc::new(t));
     }
 
+    /// Every server, removed ones included (check [`State::Removed`]).
+    pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
+        self.nodes.load_full()
+    }
+
+    /// Adds a server (a replica added by a reload); returns its index.
+    pub fn add(&self, node: Node) -> usize {
+        let Ok(mut inner) = self.inner.lock() else {
+            return usize::MAX;
+        };
+        inner.health.push(Health::default());
+        let mut nodes = Vec::clone(&self.nodes.load());
+        nodes.push(Arc::new(node));
+        self.nodes.store(Arc::new(nodes));
+        inner.health.len() - 1
+    }
+
+    /// Takes a server out for good (a replica removed by a reload): no new
+    /// reads, no probes, not a writer candidate.
+    pub fn remove(&self, idx: usize) {
+        if let Some(n) = self.nodes.load().get(idx) {
+            n.status
+                .state
+                .store(State::Removed as u8, Ordering::Release);
+            n.status.claim.store(0, Ordering::Release);
+        }
+        if let Ok(mut inner) = self.inner.lock() {
+            self.update_writer(&mut inner);
+        }
+    }
+
     pub fn new(nodes: Vec<Node>, thresholds: Thresholds, discover: bool, role_gate: bool) -> Self {
         let n = nodes.len();
         Self {
-            nodes,
+            nodes: ArcSwap::from_pointee(nodes.into_iter().map(Arc::new).collect()),
             inner: Mutex::new(Inner {
                 history: WalHistory::new(HISTORY_WINDOW),
                 history_of: 0,
@@ -164,19 +200,20 @@ impl Monitor {
 
     /// Records one probe of node `idx` and updates its state and the writer.
     pub fn publish(&self, idx: usize, result: &Result<Probe, LagError>, now: Instant) -> Published {
-        let Some(node) = self.nodes.get(idx) else {
-            return Published {
-                changed: None,
-                writer_changed: false,
-            };
+        let unchanged = Published {
+            changed: None,
+            writer_changed: false,
+        };
+        let Some(node) = self.nodes.load().get(idx).cloned() else {
+            return unchanged;
         };
         let st = &node.status;
         let Ok(mut inner) = self.inner.lock() else {
-            return Published {
-                changed: None,
-                writer_changed: false,
-            };
+            return unchanged;
         };
+        if st.state() == State::Removed {
+            return unchanged;
+        }
         let writer_idx = match **self.writer.load() {
             Writer::Node(w) => Some(w),
             Writer::Refused(_) => None,
@@ -261,9 +298,18 @@ impl Monitor {
         if !self.role_gate {
             return false;
         }
-        let names: Vec<String> = self.nodes.iter().map(|n| n.target.to_string()).collect();
-        let claims: Vec<Claim> = self.nodes.iter().map(|n| n.status.claim()).collect();
-        let previous = self.writer.load_full();
+        let nodes = self.nodes.load();
+        let names: Vec<String> = nodes.iter().map(|n| n.target.to_string()).collect();
+        let claims: Vec<Claim> = nodes.iter().map(|n| n.status.claim()).collect();
+        let mut previous = self.writer.load_full();
+        if let Writer::Node(i) = *previous {
+            if nodes
+                .get(i)
+                .is_some_and(|n| n.status.state() == State::Removed)
+            {
+                previous = Arc::new(Writer::Refused("removed".into()));
+            }
+        }
         let next = elect::elect(&names, &claims, self.discover, &previous);
         if next == *previous {
             return false;
@@ -282,6 +328,7 @@ impl Monitor {
     /// Whether every server has been probed at least once.
     pub fn all_probed(&self) -> bool {
         self.nodes
+            .load()
             .iter()
             .all(|n| n.status.state() != State::Starting)
     }

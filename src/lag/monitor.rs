@@ -8,14 +8,19 @@ use crate::app::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Probes node `idx` until shutdown.
+/// Probes node `idx` until shutdown or until a reload removes it.
 pub async fn run(shared: Arc<Shared>, idx: usize, login: ProbeLogin) {
-    let Some(target) = shared.monitor.nodes.get(idx).map(|n| n.target.clone()) else {
+    let Some(node) = shared.monitor.nodes().get(idx).cloned() else {
         return;
     };
+    let target = node.target.clone();
     let mut conn: Option<ProbeConn> = None;
     let mut failures: u32 = 0;
     loop {
+        if node.status.state() == State::Removed {
+            tracing::info!(server = %target, "removed by a reload: no longer probed");
+            return;
+        }
         // Read each round: a reload may change them.
         let (interval, timeout, max_backoff) = {
             let config = shared.config();
@@ -42,7 +47,7 @@ pub async fn run(shared: Arc<Shared>, idx: usize, login: ProbeLogin) {
             Ok(p) => {
                 failures = 0;
                 if let (Some(l), Some(r)) = (p.replay_lsn, idx.checked_sub(1)) {
-                    if let Some(replica) = shared.replicas.list.get(r) {
+                    if let Some(replica) = shared.replicas().list.get(r) {
                         replica.observe_replay(l);
                     }
                 }
@@ -72,7 +77,7 @@ fn report(
     result: &Result<super::probe::Probe, super::LagError>,
     published: &Published,
 ) {
-    let Some(node) = shared.monitor.nodes.get(idx) else {
+    let Some(node) = shared.monitor.nodes().get(idx).cloned() else {
         return;
     };
     let target = &node.target;
@@ -103,7 +108,7 @@ fn report(
             Writer::Node(w) => {
                 let name = shared
                     .monitor
-                    .nodes
+                    .nodes()
                     .get(*w)
                     .map(|n| n.target.to_string())
                     .unwrap_or_default();

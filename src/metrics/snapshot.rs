@@ -190,14 +190,18 @@ fn clients_and_pools(shared: &Shared, f: &mut Families) -> Result<(), MetricsErr
 }
 
 fn servers(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
-    let nodes = &shared.monitor.nodes;
+    let nodes = shared.monitor.nodes();
     let name = |i: usize| nodes[i].target.name.as_str();
-    let replicas = 1..nodes.len();
+    // Removed replicas (by a reload) are not exported.
+    let live: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].status.state() != State::Removed)
+        .collect();
+    let replicas: Vec<usize> = live.iter().copied().filter(|&i| i > 0).collect();
     f.gauge(
         "pgrouter_server_state",
         "Health state of each server (1 for its current state, 0 for the others).",
         &["server", "state"],
-        (0..nodes.len()).flat_map(|i| {
+        live.iter().copied().flat_map(|i| {
             let now = nodes[i].status.state();
             STATES.map(|s| (vec![name(i), s.as_str()], (s == now) as u8 as f64))
         }),
@@ -210,13 +214,15 @@ fn servers(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
         "pgrouter_server_is_writer",
         "1 for the server that takes writes now.",
         &["server"],
-        (0..nodes.len()).map(|i| (vec![name(i)], (writer == Some(i)) as u8 as f64)),
+        live.iter()
+            .copied()
+            .map(|i| (vec![name(i)], (writer == Some(i)) as u8 as f64)),
     )?;
     f.gauge(
         "pgrouter_server_circuit_open",
         "1 while a server's circuit breaker is open (new connections refused).",
         &["server"],
-        (0..nodes.len()).map(|i| {
+        live.iter().copied().map(|i| {
             (
                 vec![name(i)],
                 nodes[i].status.breaker.is_open() as u8 as f64,
@@ -227,7 +233,7 @@ fn servers(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
         "pgrouter_server_probe_failures_total",
         "Failed health probes per server.",
         &["server"],
-        (0..nodes.len()).map(|i| {
+        live.iter().copied().map(|i| {
             (
                 vec![name(i)],
                 nodes[i].status.probe_failures.load(Ordering::Relaxed),
@@ -265,14 +271,15 @@ fn servers(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
         "Replication lag of each replica as last probed (seconds behind the primary's last commit).",
         &["server"],
         replicas
-            .clone()
+            .iter()
+            .copied()
             .map(|i| (vec![name(i)], nodes[i].status.lag().as_secs_f64())),
     )?;
     f.gauge(
         "pgrouter_replica_lag_bytes",
         "Replication lag of each replica in bytes of WAL not yet replayed.",
         &["server"],
-        replicas.clone().map(|i| {
+        replicas.iter().copied().map(|i| {
             (
                 vec![name(i)],
                 nodes[i].status.lag_bytes.load(Ordering::Relaxed) as f64,
@@ -283,7 +290,7 @@ fn servers(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
         "pgrouter_replica_evictions_total",
         "Times a replica was taken out of reads for lag.",
         &["server"],
-        replicas.clone().map(|i| {
+        replicas.iter().copied().map(|i| {
             (
                 vec![name(i)],
                 nodes[i].status.evictions.load(Ordering::Relaxed),
@@ -294,7 +301,7 @@ fn servers(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
         "pgrouter_replica_readmissions_total",
         "Times a replica was given reads again after catching up or coming back.",
         &["server"],
-        replicas.map(|i| {
+        replicas.iter().map(|&i| {
             (
                 vec![name(i)],
                 nodes[i].status.readmissions.load(Ordering::Relaxed),

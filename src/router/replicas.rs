@@ -134,6 +134,14 @@ impl Replicas {
         }
     }
 
+    /// The same replicas and policy plus `extra` (a reload added it).
+    /// Indexes of the existing ones do not change.
+    pub fn with(&self, extra: Arc<Replica>) -> Self {
+        let mut list = self.list.clone();
+        list.push(extra);
+        Self::new(list, self.policy)
+    }
+
     /// Picks a usable replica. With `min_lsn`, prefers replicas already known
     /// to have replayed it; `Some((idx, known))` tells whether it is known.
     /// Allocation-free for up to 16 replicas (it runs on every read).
