@@ -363,3 +363,68 @@ async fn begin_then_set_transaction_read_only_runs_on_a_replica() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(primary_sql(&db, "SELECT v FROM t WHERE id = 6"), "yes");
 }
+
+/// The (tag, status) summary of a response: message tags, and the
+/// ReadyForQuery status; the SQLSTATE of the first ErrorResponse.
+fn summary(msgs: &[(u8, Vec<u8>)]) -> (String, u8, Option<String>) {
+    let tags = msgs.iter().map(|m| m.0 as char).collect();
+    let status = msgs.last().and_then(|m| m.1.first().copied()).unwrap_or(0);
+    let code = msgs
+        .iter()
+        .find(|m| m.0 == b'E')
+        .map(|m| raw::error_fields(&m.1).0);
+    (tags, status, code)
+}
+
+/// A deferred BEGIN (answered by the router) whose first statement is
+/// refused leaves the client in a failed transaction block, as PostgreSQL
+/// would: ReadyForQuery 'E', 25P02 for anything but COMMIT/ROLLBACK, which
+/// end it (simple or extended protocol).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_statement_after_begin_leaves_a_failed_transaction_block() {
+    let db = database("virtual_tx");
+    let r = router(|c| {
+        c.tenants.insert(
+            "solo".into(),
+            pgrouter::config::TenantConfig {
+                users: vec![RAW_USER.into()],
+                pool_size: Some(1),
+                queue_limit: Some(0),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let port = r.addr.port();
+    let mut b = RawClient::login(port, RAW_USER, &db).await;
+    let mut a = RawClient::login(port, RAW_USER, &db).await;
+    // A holds the tenant's only connection inside a transaction.
+    a.send(&raw::query("BEGIN")).await;
+    assert_eq!(summary(&a.until_ready().await).1, b'T');
+    a.send(&raw::query("SELECT 1")).await;
+    assert_eq!(summary(&a.until_ready().await).1, b'T');
+
+    for end in [raw::extended_query("ROLLBACK"), raw::query("COMMIT")] {
+        b.send(&raw::query("BEGIN")).await;
+        assert_eq!(summary(&b.until_ready().await), ("CZ".into(), b'T', None));
+        b.send(&raw::query("SELECT 1")).await;
+        let (_, status, code) = summary(&b.until_ready().await);
+        assert_eq!((status, code.as_deref()), (b'E', Some("53300")));
+        b.send(&raw::query("SELECT 2")).await;
+        let (_, status, code) = summary(&b.until_ready().await);
+        assert_eq!((status, code.as_deref()), (b'E', Some("25P02")));
+        b.send(&raw::extended_query("SELECT 3")).await;
+        let (_, status, code) = summary(&b.until_ready().await);
+        assert_eq!((status, code.as_deref()), (b'E', Some("25P02")));
+        b.send(&end).await;
+        let got = b.until_ready().await;
+        let (tags, status, code) = summary(&got);
+        assert_eq!((status, code), (b'I', None), "{tags}");
+        let complete = got.iter().find(|m| m.0 == b'C').map(|m| m.1.clone());
+        assert_eq!(complete.as_deref(), Some(&b"ROLLBACK\0"[..]));
+    }
+    a.send(&raw::query("COMMIT")).await;
+    assert_eq!(summary(&a.until_ready().await).1, b'I');
+    b.send(&raw::query("SELECT 1")).await;
+    assert_eq!(summary(&b.until_ready().await), ("TDCZ".into(), b'I', None));
+}

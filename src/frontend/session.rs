@@ -31,6 +31,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A transaction block the client was told about but no server has: a
+/// deferred BEGIN (answered by the router) whose first statement was
+/// refused (pool, rate limit, no writer) leaves the client in a failed
+/// block, as PostgreSQL would, until it ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VirtualTx {
+    None,
+    /// BEGIN answered, nothing on a server yet.
+    Open,
+    /// A statement in it failed: only COMMIT/ROLLBACK are accepted.
+    Failed,
+}
+
 /// How a relay ended.
 enum Relay {
     /// The transaction is over; the server connection can go back.
@@ -68,6 +81,7 @@ pub struct Session<'a> {
     /// Queries sent and ErrorResponses seen during the current loan.
     loan_queries: u64,
     loan_errors: u32,
+    virtual_tx: VirtualTx,
     /// Session mode: holding a primary connection until the client leaves.
     /// With replicas, a session-mode client's reads are routed transaction
     /// by transaction until its first write pins it to the primary.
@@ -98,6 +112,7 @@ pub async fn run(
         loan_reason: RouteReason::RoutingOff,
         loan_queries: 0,
         loan_errors: 0,
+        virtual_tx: VirtualTx::None,
         session_pinned: shared.config().server.pool_mode == PoolMode::Session
             && (!shared.config().routing.enabled || shared.replicas().list.is_empty()),
     };
@@ -137,6 +152,10 @@ impl Session<'_> {
                     }
                 }
             }
+            if self.virtual_tx == VirtualTx::Failed && self.client.buf[0] != b'X' {
+                self.answer_aborted().await?;
+                continue;
+            }
             match self.client.buf[0] {
                 b'X' => return Ok(()),
                 b'S' => {
@@ -163,6 +182,7 @@ impl Session<'_> {
                     None => return Ok(()),
                 }
                 replay_begin = Some(begin);
+                self.virtual_tx = VirtualTx::Open;
             }
             if let Decision::SetRoute(r) = decision {
                 self.answer_set_route(r).await?;
@@ -235,6 +255,7 @@ impl Session<'_> {
                     // The client already holds our BEGIN's answer: open the
                     // transaction on the server it was routed to.
                     self.replay_begin(&begin).await?;
+                    self.virtual_tx = VirtualTx::None;
                 }
                 let relayed = self.relay(retryable).await;
                 let ended = match &relayed {
@@ -391,8 +412,76 @@ impl Session<'_> {
         }
         self.out.clear();
         messages::error_response(&mut self.out, Severity::Error, code, message, None);
-        messages::ready_for_query(&mut self.out, b'I');
+        let status = if self.virtual_tx == VirtualTx::None {
+            b'I'
+        } else {
+            self.virtual_tx = VirtualTx::Failed;
+            b'E'
+        };
+        messages::ready_for_query(&mut self.out, status);
         self.flush_out().await
+    }
+
+    /// In a failed virtual transaction: COMMIT/ROLLBACK end it (tag
+    /// ROLLBACK, as PostgreSQL answers both in a failed block); anything
+    /// else gets 25P02. Simple Query or an extended batch up to its Sync.
+    async fn answer_aborted(&mut self) -> Result<(), ClientError> {
+        use crate::router::classify::ends_transaction;
+        self.out.clear();
+        let first = self.client.buf[0];
+        if first == b'Q' || first == b'S' {
+            let n = self.client.fill_message().await?;
+            let msg = self.client.buf.split_to(n);
+            let ends = first == b'Q'
+                && crate::protocol::parse::cstr(&msg[5..], "Query")
+                    .is_ok_and(|(q, _)| ends_transaction(q));
+            if ends {
+                messages::command_complete(&mut self.out, "ROLLBACK");
+                self.virtual_tx = VirtualTx::None;
+            } else if first == b'Q' {
+                aborted_error(&mut self.out);
+            }
+            let status = if ends { b'I' } else { b'E' };
+            messages::ready_for_query(&mut self.out, status);
+            return self.flush_out().await;
+        }
+        // Extended protocol: answer each message of the batch.
+        let mut ends = None;
+        loop {
+            let n = self.client.fill_message().await?;
+            let msg = self.client.buf.split_to(n);
+            let tag = msg[0];
+            if ends.is_none() {
+                ends = Some(
+                    tag == b'P'
+                        && crate::protocol::parse::cstr(&msg[5..], "Parse")
+                            .and_then(|(_, rest)| crate::protocol::parse::cstr(rest, "Parse"))
+                            .is_ok_and(|(q, _)| ends_transaction(q)),
+                );
+                if ends == Some(false) {
+                    aborted_error(&mut self.out);
+                }
+            }
+            let ok = ends == Some(true);
+            match tag {
+                b'S' => {
+                    let status = if ok {
+                        self.virtual_tx = VirtualTx::None;
+                        b'I'
+                    } else {
+                        b'E'
+                    };
+                    messages::ready_for_query(&mut self.out, status);
+                    return self.flush_out().await;
+                }
+                b'P' if ok => messages::parse_complete(&mut self.out),
+                b'B' if ok => messages::bind_complete(&mut self.out),
+                b'D' if ok => messages::no_data(&mut self.out),
+                b'E' if ok => messages::command_complete(&mut self.out, "ROLLBACK"),
+                b'C' if ok => messages::close_complete(&mut self.out),
+                _ => {}
+            }
+        }
     }
 
     /// Brings the server session's parameters in line with the client's and
@@ -689,6 +778,16 @@ impl Session<'_> {
             server.release();
         }
     }
+}
+
+fn aborted_error(out: &mut BytesMut) {
+    messages::error_response(
+        out,
+        Severity::Error,
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+        None,
+    );
 }
 
 fn shutting_down() -> ClientError {

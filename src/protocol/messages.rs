@@ -83,6 +83,23 @@ pub fn notice(buf: &mut BytesMut, message: &str) {
     });
 }
 
+pub fn parse_complete(buf: &mut BytesMut) {
+    tagged(buf, b'1', |_| {});
+}
+
+pub fn bind_complete(buf: &mut BytesMut) {
+    tagged(buf, b'2', |_| {});
+}
+
+pub fn close_complete(buf: &mut BytesMut) {
+    tagged(buf, b'3', |_| {});
+}
+
+/// NoData ('n'): Describe of a statement that returns no rows.
+pub fn no_data(buf: &mut BytesMut) {
+    tagged(buf, b'n', |_| {});
+}
+
 /// EmptyQueryResponse ('I'): the answer to a Query with no statement.
 pub fn empty_query_response(buf: &mut BytesMut) {
     tagged(buf, b'I', |_| {});

@@ -9,6 +9,7 @@ pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const INVALID_AUTHORIZATION: &str = "28000";
 pub const INVALID_PASSWORD: &str = "28P01";
 pub const INVALID_CATALOG_NAME: &str = "3D000";
+pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const SYNTAX_ERROR: &str = "42601";
 pub const UNDEFINED_OBJECT: &str = "42704";

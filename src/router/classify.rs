@@ -380,6 +380,19 @@ pub fn is_plain_begin(sql: &str) -> bool {
     keyword_fast_path(sql) == Some(Classification::write(Reason::Transaction))
 }
 
+/// `COMMIT`, `ROLLBACK`, `END` or `ABORT` (with optional `WORK` /
+/// `TRANSACTION` / `AND [NO] CHAIN`), but not `... PREPARED` or
+/// `ROLLBACK TO [SAVEPOINT]`: what ends a failed transaction block.
+pub fn ends_transaction(sql: &str) -> bool {
+    let t = sql.trim().trim_end_matches(';').trim().to_ascii_lowercase();
+    let mut words = t.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let second = words.next().unwrap_or("");
+    matches!(first, "commit" | "rollback" | "end" | "abort")
+        && !matches!(second, "prepared" | "to")
+        && !t.contains(';')
+}
+
 /// `SET TRANSACTION ... READ ONLY` (as the first statement of a transaction).
 pub fn is_set_transaction_read_only(sql: &str) -> bool {
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {

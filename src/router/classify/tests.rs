@@ -165,3 +165,26 @@ fn deferred_begin_helpers() {
         "SET TRANSACTION READ ONLY; INSERT INTO t VALUES (1)"
     ));
 }
+
+#[test]
+fn what_ends_a_failed_transaction_block() {
+    use super::ends_transaction;
+    for sql in [
+        "COMMIT",
+        "rollback;",
+        " END WORK",
+        "ABORT TRANSACTION",
+        "commit and no chain",
+    ] {
+        assert!(ends_transaction(sql), "{sql}");
+    }
+    for sql in [
+        "ROLLBACK TO SAVEPOINT a",
+        "COMMIT PREPARED 'x'",
+        "SELECT 1",
+        "commit; select 1",
+        "",
+    ] {
+        assert!(!ends_transaction(sql), "{sql}");
+    }
+}
