@@ -29,6 +29,7 @@ pub mod http;
 pub mod lag;
 pub mod metrics;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod reload;
 pub mod router;

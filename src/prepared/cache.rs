@@ -1,0 +1,113 @@
+//! What one server connection has prepared, bounded (LRU).
+
+use super::Statement;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Server-side statements of one connection, by server name.
+#[derive(Debug)]
+pub struct ServerStatements {
+    capacity: usize,
+    tick: u64,
+    /// server name -> (statement, last use).
+    map: HashMap<Arc<str>, (Arc<Statement>, u64)>,
+}
+
+/// What [`ServerStatements::ensure`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ensure {
+    /// Prepared already.
+    Present,
+    /// Must be prepared; `evict` names a statement to close first (the
+    /// cache was full, or a hash collision holds the name).
+    Prepare { evict: Option<Arc<str>> },
+}
+
+impl ServerStatements {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            tick: 0,
+            map: HashMap::new(),
+        }
+    }
+
+    /// Looks `stmt` up and, when absent, records it as prepared (the caller
+    /// sends the Parse, and the Close of `evict` before it).
+    pub fn ensure(&mut self, stmt: &Arc<Statement>) -> Ensure {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((have, used)) = self.map.get_mut(&stmt.server_name) {
+            if have.sql == stmt.sql && have.param_types == stmt.param_types {
+                *used = tick;
+                return Ensure::Present;
+            }
+            // Same name, other statement: replace it.
+            let name = stmt.server_name.clone();
+            self.map.insert(name.clone(), (stmt.clone(), tick));
+            return Ensure::Prepare { evict: Some(name) };
+        }
+        let evict = if self.map.len() >= self.capacity {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(n, _)| n.clone());
+            if let Some(n) = &oldest {
+                self.map.remove(n);
+            }
+            oldest
+        } else {
+            None
+        };
+        self.map
+            .insert(stmt.server_name.clone(), (stmt.clone(), tick));
+        Ensure::Prepare { evict }
+    }
+
+    /// Forgets a statement whose Parse failed on the server.
+    pub fn forget(&mut self, server_name: &str) {
+        self.map.remove(server_name);
+    }
+
+    /// DISCARD ALL / DEALLOCATE ALL ran on the connection.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_recently_used_is_evicted() {
+        let mut c = ServerStatements::new(2);
+        let (a, b, d) = (
+            Statement::new("SELECT 1", vec![]),
+            Statement::new("SELECT 2", vec![]),
+            Statement::new("SELECT 3", vec![]),
+        );
+        assert_eq!(c.ensure(&a), Ensure::Prepare { evict: None });
+        assert_eq!(c.ensure(&b), Ensure::Prepare { evict: None });
+        assert_eq!(c.ensure(&a), Ensure::Present); // a is now the most recent
+        assert_eq!(
+            c.ensure(&d),
+            Ensure::Prepare {
+                evict: Some(b.server_name.clone())
+            }
+        );
+        assert_eq!(c.ensure(&a), Ensure::Present);
+        assert_eq!(c.len(), 2);
+        c.clear();
+        assert!(c.is_empty());
+    }
+}

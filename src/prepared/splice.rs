@@ -1,0 +1,297 @@
+//! Splicing server responses so the client sees exactly the answers to its
+//! own messages, in order: answers to messages the router injected are
+//! dropped, answers the router makes itself are inserted where the server's
+//! would have been. Works on a byte stream (rows are never buffered: only
+//! message headers are looked at).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+#[derive(Debug)]
+enum Owed {
+    /// The server answers a client message: forwarded. A Parse carries the
+    /// server-side name it prepares.
+    Forward(u8, Option<Arc<str>>),
+    /// The server answers a message the router injected: dropped.
+    Hide(u8, Option<Arc<str>>),
+    /// The router answers (nothing was sent to the server).
+    Synth(Bytes),
+}
+
+/// Whether server message `server` completes the answer to client message
+/// `client` (extended protocol: one completion per message; Query, Sync and
+/// FunctionCall end with ReadyForQuery).
+fn completes(client: u8, server: u8) -> bool {
+    match client {
+        b'P' => server == b'1',
+        b'B' => server == b'2',
+        b'C' => server == b'3',
+        b'D' => matches!(server, b'T' | b'n'),
+        b'E' => matches!(server, b'C' | b'I' | b's'),
+        b'S' | b'Q' | b'F' => server == b'Z',
+        _ => false,
+    }
+}
+
+fn extended(client: u8) -> bool {
+    matches!(client, b'P' | b'B' | b'C' | b'D' | b'E')
+}
+
+#[derive(Debug, Default)]
+pub struct Splicer {
+    queue: VecDeque<Owed>,
+    /// Header bytes of a message not yet complete.
+    header: Vec<u8>,
+    /// Body bytes left of the current message, and whether it is forwarded.
+    body_left: usize,
+    forwarding: bool,
+    /// Server names whose Parse failed or was skipped after an error: the
+    /// connection does not have them after all.
+    unprepared: Vec<Arc<str>>,
+}
+
+impl Splicer {
+    /// A client message sent to the server as is (Flush needs no entry).
+    pub fn forward(&mut self, client_tag: u8) {
+        if client_tag != b'H' {
+            self.queue.push_back(Owed::Forward(client_tag, None));
+        }
+    }
+
+    /// A client's Parse sent as a Parse of `server_name`.
+    pub fn forward_parse(&mut self, server_name: Arc<str>) {
+        self.queue.push_back(Owed::Forward(b'P', Some(server_name)));
+    }
+
+    /// A message the router injected (its answer is not the client's).
+    pub fn hide(&mut self, tag: u8) {
+        self.queue.push_back(Owed::Hide(tag, None));
+    }
+
+    /// A Parse of `server_name` the router injected.
+    pub fn hide_parse(&mut self, server_name: Arc<str>) {
+        self.queue.push_back(Owed::Hide(b'P', Some(server_name)));
+    }
+
+    /// Statements the connection turned out not to have prepared (their
+    /// Parse failed or was skipped): forget them in its cache.
+    pub fn take_unprepared(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.unprepared)
+    }
+
+    /// An answer the router makes for a client message it did not send.
+    pub fn synth(&mut self, message: Bytes) {
+        self.queue.push_back(Owed::Synth(message));
+    }
+
+    /// Nothing owed: the splicer is idle.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.header.is_empty() && self.body_left == 0
+    }
+
+    /// Emits router-made answers that no longer wait for the server.
+    pub fn ready(&mut self, out: &mut BytesMut) {
+        while let Some(Owed::Synth(_)) = self.queue.front() {
+            if let Some(Owed::Synth(m)) = self.queue.pop_front() {
+                out.extend_from_slice(&m);
+            }
+        }
+    }
+
+    /// Feeds server bytes; what the client should get is appended to `out`.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut BytesMut) {
+        while !chunk.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(chunk.len());
+                if self.forwarding {
+                    out.extend_from_slice(&chunk[..n]);
+                }
+                self.body_left -= n;
+                chunk = &chunk[n..];
+                continue;
+            }
+            let need = 5 - self.header.len();
+            let n = need.min(chunk.len());
+            self.header.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.header.len() < 5 {
+                return;
+            }
+            let tag = self.header[0];
+            let len = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]) as usize;
+            self.forwarding = self.start(tag, out);
+            if self.forwarding {
+                out.extend_from_slice(&self.header);
+            }
+            self.header.clear();
+            self.body_left = len.saturating_sub(4);
+        }
+    }
+
+    /// Decides what to do with a server message starting now; returns
+    /// whether it is forwarded. Updates the queue.
+    fn start(&mut self, tag: u8, out: &mut BytesMut) -> bool {
+        self.ready(out);
+        let head = match self.queue.front() {
+            Some(Owed::Forward(t, _)) => Some((*t, true)),
+            Some(Owed::Hide(t, _)) => Some((*t, false)),
+            _ => None,
+        };
+        let Some((client, forward)) = head else {
+            return true; // nothing owed: pass it on
+        };
+        // Asynchronous messages belong to nobody's answer.
+        if matches!(tag, b'N' | b'A' | b'S') {
+            return true;
+        }
+        if tag == b'E' && extended(client) {
+            // The server skips to the next Sync: so do the owed answers.
+            let mut dropped = self.queue.pop_front().into_iter().collect::<Vec<_>>();
+            while let Some(o) = self.queue.front() {
+                if matches!(o, Owed::Forward(b'S', _) | Owed::Hide(b'S', _)) {
+                    break;
+                }
+                dropped.extend(self.queue.pop_front());
+            }
+            for o in dropped {
+                if let Owed::Forward(b'P', Some(n)) | Owed::Hide(b'P', Some(n)) = o {
+                    self.unprepared.push(n);
+                }
+            }
+            return true; // the client must see why
+        }
+        if completes(client, tag) {
+            self.queue.pop_front();
+            // Router-made answers right after this one are due now; they
+            // go after this message, so they are emitted at the next start
+            // or by the caller's `ready` after the feed.
+        }
+        forward
+    }
+
+    /// After a feed: router-made answers now at the head go out (they
+    /// follow the message just completed).
+    pub fn after_feed(&mut self, out: &mut BytesMut) {
+        if self.body_left == 0 && self.header.is_empty() {
+            self.ready(out);
+        }
+    }
+}
+
+/// A message with an empty body (ParseComplete '1', BindComplete '2',
+/// CloseComplete '3', NoData 'n').
+pub fn empty_message(tag: u8) -> Bytes {
+    let mut b = BytesMut::with_capacity(5);
+    b.put_u8(tag);
+    b.put_u32(4);
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn tags(b: &[u8]) -> String {
+        let mut out = String::new();
+        let mut i = 0;
+        while i + 5 <= b.len() {
+            out.push(b[i] as char);
+            let len = u32::from_be_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as usize;
+            i += 1 + len;
+        }
+        out
+    }
+
+    fn run(s: &mut Splicer, server: &[Vec<u8>], split_every: usize) -> String {
+        let bytes = server.concat();
+        let mut out = BytesMut::new();
+        for piece in bytes.chunks(split_every.max(1)) {
+            s.feed(piece, &mut out);
+            s.after_feed(&mut out);
+        }
+        tags(&out)
+    }
+
+    #[test]
+    fn injected_parse_is_hidden_and_cached_parse_is_answered_in_order() {
+        for split in [1, 3, 1000] {
+            let mut s = Splicer::default();
+            // Client: Parse(s1, cached) Bind(s2 -> inject Parse) Execute Sync.
+            s.synth(empty_message(b'1'));
+            s.hide(b'P');
+            s.forward(b'B');
+            s.forward(b'E');
+            s.forward(b'S');
+            let server = [
+                msg(b'1', b""),
+                msg(b'2', b""),
+                msg(b'D', b"\0\x01\0\0\0\x011"),
+                msg(b'C', b"SELECT 1\0"),
+                msg(b'Z', b"I"),
+            ];
+            assert_eq!(run(&mut s, &server, split), "12DCZ", "split {split}");
+            assert!(s.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_error_skips_the_owed_answers_up_to_sync() {
+        let mut s = Splicer::default();
+        s.hide_parse("pgrouter_a".into()); // injected Parse fails (table dropped)
+        s.forward(b'B');
+        s.forward_parse("pgrouter_b".into()); // skipped by the server
+        s.synth(empty_message(b'3')); // a Close the router answers
+        s.forward(b'E');
+        s.forward(b'S');
+        let server = [msg(b'E', b"SERROR\0C42P01\0\0"), msg(b'Z', b"I")];
+        assert_eq!(run(&mut s, &server, 2), "EZ");
+        assert!(s.is_empty());
+        let gone: Vec<String> = s.take_unprepared().iter().map(|n| n.to_string()).collect();
+        assert_eq!(gone, ["pgrouter_a", "pgrouter_b"]);
+    }
+
+    #[test]
+    fn router_answers_without_a_server_answer_go_out_at_once() {
+        let mut s = Splicer::default();
+        let mut out = BytesMut::new();
+        s.synth(empty_message(b'1'));
+        s.forward(b'H'); // Flush: nothing owed
+        s.ready(&mut out);
+        assert_eq!(tags(&out), "1");
+        // Close of a client statement answered at its place before Sync's RFQ.
+        s.forward(b'B');
+        s.synth(empty_message(b'3'));
+        s.forward(b'S');
+        let server = [msg(b'2', b""), msg(b'Z', b"I")];
+        assert_eq!(run(&mut s, &server, 1), "23Z");
+    }
+
+    #[test]
+    fn notices_and_describe_pass_through() {
+        let mut s = Splicer::default();
+        s.forward(b'P');
+        s.forward(b'D');
+        s.forward(b'S');
+        let server = [
+            msg(b'N', b"SNOTICE\0\0"),
+            msg(b'1', b""),
+            msg(b't', b"\0\0"),
+            msg(b'T', b"\0\0"),
+            msg(b'Z', b"I"),
+        ];
+        assert_eq!(run(&mut s, &server, 4), "N1tTZ");
+    }
+}
