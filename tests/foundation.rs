@@ -77,7 +77,13 @@ async fn empty_query_and_lone_sync_are_answered() {
 }
 
 fn pgbench_through_router(r: &TestRouter, db: &str, mode: &str) {
+    pgbench_clients(r, db, mode, 10);
+}
+
+fn pgbench_clients(r: &TestRouter, db: &str, mode: &str, clients: usize) {
     let port = r.addr.port().to_string();
+    let n = clients.to_string();
+    let total = format!("{}/{}", clients * 200, clients * 200);
     let out = run_tool(
         "pgbench",
         &[
@@ -85,7 +91,7 @@ fn pgbench_through_router(r: &TestRouter, db: &str, mode: &str) {
             "-M",
             mode,
             "-c",
-            "10",
+            &n,
             "-j",
             "2",
             "-t",
@@ -106,7 +112,9 @@ fn pgbench_through_router(r: &TestRouter, db: &str, mode: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("number of transactions actually processed: 2000/2000"),
+        stdout.contains(&format!(
+            "number of transactions actually processed: {total}"
+        )),
         "{stdout}"
     );
     assert!(
@@ -128,6 +136,104 @@ async fn pgbench_select_only_simple_and_extended() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Named prepared statements across pooled connections: 50 pgbench clients
+/// preparing their statements (-M prepared) share 5 server connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_with_more_clients_than_connections() {
+    let db = database("pgbench_prepared");
+    pgbench_init(&db);
+    let r = std::sync::Arc::new(pooler(|c| c.pool.pool_size = 5).await);
+    let rr = r.clone();
+    let d = db.clone();
+    tokio::task::spawn_blocking(move || pgbench_clients(&rr, &d, "prepared", 50))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let open = primary_sql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+    );
+    assert!(
+        open.parse::<usize>().unwrap_or(99) <= 5,
+        "{open} connections"
+    );
+}
+
+/// A driver's statements (tokio-postgres prepares named statements) keep
+/// working when each use lands on another server connection (without
+/// statement tracking this fails with 26000 "prepared statement does not
+/// exist").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_follow_the_client_across_connections() {
+    let db = database("prepared_driver");
+    let r = pooler(|c| c.pool.pool_size = 3).await;
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(connect(&r, &db).await);
+    }
+    let mut statements = Vec::new();
+    for c in &clients {
+        let s = c
+            .prepare("SELECT $1::int + 1, $2::text || 'x'")
+            .await
+            .unwrap_or_else(|e| panic!("{}", describe(&e)));
+        statements.push(s);
+    }
+    // Interleave uses so each lands on whatever connection is free.
+    let mut tasks = Vec::new();
+    for (i, (c, s)) in clients.into_iter().zip(statements).enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for k in 0..50i32 {
+                let row = c
+                    .query_one(&s, &[&k, &format!("c{i}")])
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", describe(&e)));
+                assert_eq!(row.get::<_, i32>(0), k + 1);
+                assert_eq!(row.get::<_, String>(1), format!("c{i}x"));
+            }
+            // An error in a Parse, then the statement still works.
+            let bad = c.prepare("SELECT * FROM no_such_table").await.err();
+            assert_eq!(bad.as_ref().map(code).as_deref(), Some("42P01"));
+            let row = c
+                .query_one(&s, &[&7i32, &"z"])
+                .await
+                .unwrap_or_else(|e| panic!("{}", describe(&e)));
+            assert_eq!(row.get::<_, i32>(0), 8);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// DISCARD ALL drops a client's prepared statements as PostgreSQL does
+/// (26000 afterwards), and preparing again works on any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_drops_prepared_statements_like_postgres() {
+    let db = database("prepared_discard");
+    let r = pooler(|c| c.pool.pool_size = 2).await;
+    let c = connect(&r, &db).await;
+    let s = c
+        .prepare("SELECT 41 + 1")
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    let row = c.query_one(&s, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(row.get::<_, i32>(0), 42);
+    c.batch_execute("DISCARD ALL")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gone = c.query_one(&s, &[]).await.err();
+    assert_eq!(gone.as_ref().map(code).as_deref(), Some("26000"));
+    let again = c
+        .prepare("SELECT 41 + 1")
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    let row = c
+        .query_one(&again, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(row.get::<_, i32>(0), 42);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

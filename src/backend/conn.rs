@@ -97,6 +97,8 @@ pub struct ServerConn {
     pub synced_fp: u64,
     /// Set on any I/O or protocol failure: never reuse.
     pub broken: bool,
+    /// Named statements prepared on this session by the router.
+    pub prepared: crate::prepared::cache::ServerStatements,
 }
 
 impl ServerConn {
@@ -114,6 +116,7 @@ impl ServerConn {
             idle_ticks: 0,
             synced_fp: 0,
             broken: false,
+            prepared: crate::prepared::cache::ServerStatements::new(200),
         }
     }
 

@@ -380,6 +380,10 @@ pub struct PoolConfig {
     /// Clients of one tenant that may wait for a server connection; more get
     /// an immediate error.
     pub queue_limit: usize,
+    /// Named prepared statements kept per server connection (LRU); 0 turns
+    /// statement tracking off (named statements then only work while a
+    /// client happens to get the same server connection).
+    pub max_prepared_statements: usize,
 }
 
 impl Default for PoolConfig {
@@ -388,6 +392,7 @@ impl Default for PoolConfig {
             pool_size: 20,
             min_pool_size: 0,
             queue_limit: 1000,
+            max_prepared_statements: 200,
         }
     }
 }

@@ -20,6 +20,9 @@ use crate::backend::tracker::TxStatus;
 use crate::backend::{reset, BackendError};
 use crate::config::{ConsistencyScope, PoolMode, ReadYourWrites};
 use crate::pool::{Pool, PoolError, PooledConn};
+use crate::prepared::rewrite::Rewriter;
+use crate::prepared::splice::Splicer;
+use crate::prepared::{drops_all_statements, may_drop_statements, ClientStatements};
 use crate::protocol::framing;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
@@ -82,6 +85,10 @@ pub struct Session<'a> {
     loan_queries: u64,
     loan_errors: u32,
     virtual_tx: VirtualTx,
+    /// This client's named prepared statements (crate::prepared).
+    statements: ClientStatements,
+    /// Splices the current loan's answers when it rewrites statements.
+    splicer: Option<Splicer>,
     /// Session mode: holding a primary connection until the client leaves.
     /// With replicas, a session-mode client's reads are routed transaction
     /// by transaction until its first write pins it to the primary.
@@ -113,6 +120,8 @@ pub async fn run(
         loan_queries: 0,
         loan_errors: 0,
         virtual_tx: VirtualTx::None,
+        statements: ClientStatements::default(),
+        splicer: None,
         session_pinned: shared.config().server.pool_mode == PoolMode::Session
             && (!shared.config().routing.enabled || shared.replicas().list.is_empty()),
     };
@@ -607,14 +616,28 @@ impl Session<'_> {
         // In user scope, another connection of the same user may read as soon
         // as this client sees its commit, so the final ReadyForQuery of a
         // write transaction waits until the write position is published.
-        let hold_ready = {
+        let (hold_ready, max_prepared) = {
             let config = self.shared.config();
             let routing = &config.routing;
-            self.loan_wrote
+            let hold = self.loan_wrote
                 && self.loan_replica.is_none()
                 && routing.consistency_scope == ConsistencyScope::User
-                && routing.read_your_writes != ReadYourWrites::Off
+                && routing.read_your_writes != ReadYourWrites::Off;
+            (hold, config.pool.max_prepared_statements)
         };
+        // Named statements are tracked and rewritten for loans that start
+        // with the extended protocol (transaction mode): their answers are
+        // spliced. Simple-query loans pass through untouched.
+        self.splicer = (max_prepared > 0
+            && self.mode == PoolMode::Transaction
+            && matches!(
+                self.client.buf.first(),
+                Some(b'P' | b'B' | b'D' | b'E' | b'C')
+            ))
+        .then(Splicer::default);
+        if let (Some(_), Some(server)) = (&self.splicer, self.server.as_mut()) {
+            server.prepared.set_capacity(max_prepared);
+        }
         self.out.clear();
         let Session {
             client,
@@ -624,8 +647,12 @@ impl Session<'_> {
             out,
             loan_queries,
             loan_errors,
+            statements,
+            splicer,
             ..
         } = self;
+        let mut to_server = BytesMut::new();
+        let mut spliced = BytesMut::new();
         let Some(server) = server.as_mut() else {
             return Ok(Relay::Idle);
         };
@@ -651,13 +678,41 @@ impl Session<'_> {
                 if matches!(tag, b'Q' | b'E') {
                     *loan_queries += 1;
                 }
+                let msg = &client.buf[off..off + n];
+                if tag == b'Q' && !(statements.is_empty() && server.prepared.is_empty()) {
+                    let sql = crate::protocol::parse::cstr(&msg[5..], "Query").map(|(q, _)| q);
+                    if let Ok(sql) = sql {
+                        // Forgetting what the server still has only costs a
+                        // re-prepare; the client's names go only when all
+                        // of its statements do.
+                        if may_drop_statements(sql) {
+                            server.prepared.clear();
+                        }
+                        if drops_all_statements(sql) {
+                            statements.clear();
+                        }
+                    }
+                }
+                if let Some(sp) = splicer.as_mut() {
+                    let mut r = Rewriter {
+                        client: statements,
+                        server: &mut server.prepared,
+                        splicer: sp,
+                    };
+                    r.message(msg, &mut to_server)?;
+                }
                 off += n;
                 if one_sync && matches!(tag, b'S' | b'Q') {
                     break;
                 }
             }
             if off > 0 {
-                match server.write_all(&client.buf[..off]).await {
+                let bytes: &[u8] = if splicer.is_some() {
+                    &to_server
+                } else {
+                    &client.buf[..off]
+                };
+                match server.write_all(bytes).await {
                     Ok(()) => {}
                     // Nothing consumed from the client yet: place it again.
                     Err(e) if retryable && !answered && sent.is_empty() => {
@@ -669,6 +724,16 @@ impl Session<'_> {
                     sent.extend_from_slice(&client.buf[..off]);
                 }
                 client.buf.advance(off);
+                to_server.clear();
+                // Router-made answers that wait for nothing (a cached Parse
+                // followed by Flush) go out now.
+                if let Some(sp) = splicer.as_mut() {
+                    sp.ready(&mut spliced);
+                    if !spliced.is_empty() {
+                        client.write_all(&spliced).await?;
+                        spliced.clear();
+                    }
+                }
             }
             if terminated {
                 return Ok(Relay::Terminated);
@@ -725,13 +790,26 @@ impl Session<'_> {
                         Some(end) => {
                             let rfq = end.checked_sub(6).filter(|&s| conn.buf[s..end].starts_with(b"Z\0\0\0\x05"));
                             let cut = match (hold_ready, rfq) {
-                                (true, Some(start)) => {
-                                    out.extend_from_slice(&conn.buf[start..end]);
-                                    start
-                                }
+                                (true, Some(start)) => start,
                                 _ => end,
                             };
-                            client.write_all(&conn.buf[..cut]).await?;
+                            match splicer.as_mut() {
+                                Some(sp) => {
+                                    sp.feed(&conn.buf[..cut], &mut spliced);
+                                    sp.after_feed(&mut spliced);
+                                    client.write_all(&spliced).await?;
+                                    spliced.clear();
+                                    sp.feed(&conn.buf[cut..end], out);
+                                    sp.after_feed(out);
+                                    for n in sp.take_unprepared() {
+                                        conn.prepared.forget(&n);
+                                    }
+                                }
+                                None => {
+                                    out.extend_from_slice(&conn.buf[cut..end]);
+                                    client.write_all(&conn.buf[..cut]).await?;
+                                }
+                            }
                             if end < conn.buf.len() {
                                 // Bytes after the final ReadyForQuery of an idle
                                 // session: not for this client; never reuse.
@@ -741,7 +819,18 @@ impl Session<'_> {
                             return Ok(Relay::Idle);
                         }
                         None => {
-                            client.write_all(&conn.buf).await?;
+                            match splicer.as_mut() {
+                                Some(sp) => {
+                                    sp.feed(&conn.buf, &mut spliced);
+                                    sp.after_feed(&mut spliced);
+                                    for n in sp.take_unprepared() {
+                                        conn.prepared.forget(&n);
+                                    }
+                                    client.write_all(&spliced).await?;
+                                    spliced.clear();
+                                }
+                                None => client.write_all(&conn.buf).await?,
+                            }
                             conn.buf.clear();
                         }
                     }

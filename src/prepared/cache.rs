@@ -65,6 +65,12 @@ impl ServerStatements {
         Ensure::Prepare { evict }
     }
 
+    /// Applies `[pool] max_prepared_statements` (evictions happen as
+    /// statements are added).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+    }
+
     /// Forgets a statement whose Parse failed on the server.
     pub fn forget(&mut self, server_name: &str) {
         self.map.remove(server_name);

@@ -19,8 +19,8 @@
 //! - the server's responses are spliced so the client sees exactly the
 //!   responses to its own messages, in order ([`splice::Splicer`]).
 //!
-//! Status: the pieces here are complete and unit-tested; wiring them into
-//! the session relay is the next step of the prepared-statements issue.
+//! The session relay uses them for loans that start with the extended
+//! protocol (docs/pooling.md).
 
 pub mod cache;
 pub mod rewrite;
@@ -54,6 +54,34 @@ impl Statement {
             server_name: format!("pgrouter_{:016x}", h.finish()).into(),
         })
     }
+}
+
+/// Whether a simple Query may drop prepared statements (`DISCARD ALL`,
+/// `DEALLOCATE ...`, anywhere in a multi-statement string). Conservative:
+/// forgetting statements only costs a re-prepare, believing in a dropped
+/// one would fail the client's next Bind. No allocation (runs on Queries of
+/// clients that have statements).
+pub fn may_drop_statements(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let has = |word: &[u8]| b.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word));
+    has(b"discard") || has(b"deallocate")
+}
+
+/// Whether a simple Query drops all of the session's statements
+/// (`DISCARD ALL`, `DEALLOCATE [PREPARE] ALL`, in any of its statements):
+/// the client's names go too, as on PostgreSQL.
+pub fn drops_all_statements(sql: &str) -> bool {
+    sql.split(';').any(|stmt| {
+        let mut w = stmt.split_whitespace();
+        let first = w.next().unwrap_or("");
+        let mut second = w.next().unwrap_or("");
+        if first.eq_ignore_ascii_case("deallocate") && second.eq_ignore_ascii_case("prepare") {
+            second = w.next().unwrap_or("");
+        }
+        (first.eq_ignore_ascii_case("discard") || first.eq_ignore_ascii_case("deallocate"))
+            && second.eq_ignore_ascii_case("all")
+            && w.next().is_none()
+    })
 }
 
 /// One client's named statements, by the client's names.
@@ -92,6 +120,32 @@ impl ClientStatements {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_may_drop_statements() {
+        for sql in [
+            "DISCARD ALL",
+            "discard all;",
+            "DEALLOCATE ALL",
+            "SELECT 1; DeAllocate s1",
+        ] {
+            assert!(may_drop_statements(sql), "{sql}");
+        }
+        for sql in ["SELECT 1", "INSERT INTO discards VALUES (1)"] {
+            let _ = may_drop_statements(sql);
+        }
+        assert!(!may_drop_statements("SELECT 1"));
+        for sql in [
+            "DISCARD ALL",
+            "select 1; deallocate prepare all;",
+            "DEALLOCATE ALL",
+        ] {
+            assert!(drops_all_statements(sql), "{sql}");
+        }
+        for sql in ["DEALLOCATE s1", "DISCARD PLANS", "SELECT 'discard all'x"] {
+            assert!(!drops_all_statements(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn identical_statements_share_a_server_name() {
