@@ -6,6 +6,7 @@
 //! - [`frontend`]: the client side: listener, handshake, per-client session loop, cancel.
 //! - [`backend`]: connections to PostgreSQL servers: login, response tracking, reset.
 //! - [`router`]: read/write classification of statements (sqlparser), with caches.
+//! - [`prepared`]: named prepared statements that follow clients across pooled connections.
 //! - [`pool`]: bounded pools of server connections with FIFO wait, idle/lifetime expiry and a circuit breaker per server.
 //! - [`lag`]: the health and lag monitor: replica eviction with hysteresis, which server takes writes.
 //! - [`config`]: `router.toml` model, duration parsing, validation.

@@ -794,6 +794,10 @@ impl Session<'_> {
                                 _ => end,
                             };
                             match splicer.as_mut() {
+                                Some(sp) if sp.passthrough() && cut == end => {
+                                    sp.scan(&conn.buf[..cut]);
+                                    client.write_all(&conn.buf[..cut]).await?;
+                                }
                                 Some(sp) => {
                                     sp.feed(&conn.buf[..cut], &mut spliced);
                                     sp.after_feed(&mut spliced);
@@ -820,6 +824,10 @@ impl Session<'_> {
                         }
                         None => {
                             match splicer.as_mut() {
+                                Some(sp) if sp.passthrough() => {
+                                    sp.scan(&conn.buf);
+                                    client.write_all(&conn.buf).await?;
+                                }
                                 Some(sp) => {
                                     sp.feed(&conn.buf, &mut spliced);
                                     sp.after_feed(&mut spliced);

@@ -43,12 +43,17 @@ pub struct Splicer {
     queue: VecDeque<Owed>,
     /// Header bytes of a message not yet complete.
     header: Vec<u8>,
+    /// How many of them the caller already wrote (after a scan).
+    header_emitted: usize,
     /// Body bytes left of the current message, and whether it is forwarded.
     body_left: usize,
     forwarding: bool,
     /// Server names whose Parse failed or was skipped after an error: the
     /// connection does not have them after all.
     unprepared: Vec<Arc<str>>,
+    /// Hide and Synth entries queued: while 0, the client gets the server's
+    /// bytes unchanged ([`Splicer::passthrough`]).
+    special: usize,
 }
 
 impl Splicer {
@@ -66,11 +71,13 @@ impl Splicer {
 
     /// A message the router injected (its answer is not the client's).
     pub fn hide(&mut self, tag: u8) {
+        self.special += 1;
         self.queue.push_back(Owed::Hide(tag, None));
     }
 
     /// A Parse of `server_name` the router injected.
     pub fn hide_parse(&mut self, server_name: Arc<str>) {
+        self.special += 1;
         self.queue.push_back(Owed::Hide(b'P', Some(server_name)));
     }
 
@@ -82,6 +89,7 @@ impl Splicer {
 
     /// An answer the router makes for a client message it did not send.
     pub fn synth(&mut self, message: Bytes) {
+        self.special += 1;
         self.queue.push_back(Owed::Synth(message));
     }
 
@@ -90,21 +98,49 @@ impl Splicer {
         self.queue.is_empty() && self.header.is_empty() && self.body_left == 0
     }
 
+    fn pop(&mut self) -> Option<Owed> {
+        let o = self.queue.pop_front();
+        if matches!(o, Some(Owed::Hide(..) | Owed::Synth(_))) {
+            self.special -= 1;
+        }
+        o
+    }
+
+    /// True when the next server bytes reach the client unchanged: nothing
+    /// hidden or router-made is owed and no message is half-read. The
+    /// caller may then write the bytes itself and [`Splicer::scan`] them.
+    pub fn passthrough(&self) -> bool {
+        self.special == 0
+            && self.header_emitted == self.header.len()
+            && (self.body_left == 0 || self.forwarding)
+    }
+
+    /// Follows server bytes that [`Splicer::passthrough`] said reach the
+    /// client unchanged (keeps the owed answers in step, copies nothing).
+    pub fn scan(&mut self, chunk: &[u8]) {
+        let mut sink = BytesMut::new();
+        self.run(chunk, &mut sink, false);
+    }
+
     /// Emits router-made answers that no longer wait for the server.
     pub fn ready(&mut self, out: &mut BytesMut) {
         while let Some(Owed::Synth(_)) = self.queue.front() {
-            if let Some(Owed::Synth(m)) = self.queue.pop_front() {
+            if let Some(Owed::Synth(m)) = self.pop() {
                 out.extend_from_slice(&m);
             }
         }
     }
 
     /// Feeds server bytes; what the client should get is appended to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut BytesMut) {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        self.run(chunk, out, true);
+    }
+
+    fn run(&mut self, mut chunk: &[u8], out: &mut BytesMut, emit: bool) {
         while !chunk.is_empty() {
             if self.body_left > 0 {
                 let n = self.body_left.min(chunk.len());
-                if self.forwarding {
+                if self.forwarding && emit {
                     out.extend_from_slice(&chunk[..n]);
                 }
                 self.body_left -= n;
@@ -116,6 +152,10 @@ impl Splicer {
             self.header.extend_from_slice(&chunk[..n]);
             chunk = &chunk[n..];
             if self.header.len() < 5 {
+                if !emit {
+                    // The caller wrote this partial header as it is.
+                    self.header_emitted = self.header.len();
+                }
                 return;
             }
             let tag = self.header[0];
@@ -126,9 +166,10 @@ impl Splicer {
                 self.header[4],
             ]) as usize;
             self.forwarding = self.start(tag, out);
-            if self.forwarding {
-                out.extend_from_slice(&self.header);
+            if self.forwarding && emit {
+                out.extend_from_slice(&self.header[self.header_emitted.min(5)..]);
             }
+            self.header_emitted = 0;
             self.header.clear();
             self.body_left = len.saturating_sub(4);
         }
@@ -137,7 +178,12 @@ impl Splicer {
     /// Decides what to do with a server message starting now; returns
     /// whether it is forwarded. Updates the queue.
     fn start(&mut self, tag: u8, out: &mut BytesMut) -> bool {
-        self.ready(out);
+        // Part of this message may already be out (after a scan): nothing
+        // may go before it. Only a message answering the head can be
+        // half-written then, so router answers at the head wait for it.
+        if self.header_emitted == 0 {
+            self.ready(out);
+        }
         let head = match self.queue.front() {
             Some(Owed::Forward(t, _)) => Some((*t, true)),
             Some(Owed::Hide(t, _)) => Some((*t, false)),
@@ -152,12 +198,12 @@ impl Splicer {
         }
         if tag == b'E' && extended(client) {
             // The server skips to the next Sync: so do the owed answers.
-            let mut dropped = self.queue.pop_front().into_iter().collect::<Vec<_>>();
+            let mut dropped = self.pop().into_iter().collect::<Vec<_>>();
             while let Some(o) = self.queue.front() {
                 if matches!(o, Owed::Forward(b'S', _) | Owed::Hide(b'S', _)) {
                     break;
                 }
-                dropped.extend(self.queue.pop_front());
+                dropped.extend(self.pop());
             }
             for o in dropped {
                 if let Owed::Forward(b'P', Some(n)) | Owed::Hide(b'P', Some(n)) = o {
@@ -167,7 +213,7 @@ impl Splicer {
             return true; // the client must see why
         }
         if completes(client, tag) {
-            self.queue.pop_front();
+            self.pop();
             // Router-made answers right after this one are due now; they
             // go after this message, so they are emitted at the next start
             // or by the caller's `ready` after the feed.
@@ -277,6 +323,50 @@ mod tests {
         s.forward(b'S');
         let server = [msg(b'2', b""), msg(b'Z', b"I")];
         assert_eq!(run(&mut s, &server, 1), "23Z");
+    }
+
+    #[test]
+    fn passthrough_while_nothing_special_is_owed() {
+        let mut s = Splicer::default();
+        s.forward(b'P');
+        s.forward(b'B');
+        s.forward(b'E');
+        s.forward(b'S');
+        assert!(s.passthrough());
+        let server = [
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b'C', b"SELECT 0\0"),
+            msg(b'Z', b"I"),
+        ]
+        .concat();
+        s.scan(&server[..7]);
+        assert!(s.passthrough());
+        s.scan(&server[7..]);
+        assert!(s.is_empty());
+        s.synth(empty_message(b'1'));
+        assert!(!s.passthrough());
+    }
+
+    #[test]
+    fn a_scan_that_ends_mid_header_is_not_written_twice() {
+        let mut s = Splicer::default();
+        s.forward(b'B');
+        s.forward(b'S');
+        let first = [msg(b'2', b""), msg(b'Z', b"I")].concat();
+        let mut client = first[..7].to_vec(); // written raw by the caller
+        s.scan(&first[..7]);
+        // The client pipelines a cached Parse meanwhile.
+        s.synth(empty_message(b'1'));
+        s.forward(b'S');
+        assert!(!s.passthrough());
+        let mut out = BytesMut::new();
+        s.feed(&first[7..], &mut out);
+        s.feed(&msg(b'Z', b"I"), &mut out);
+        s.after_feed(&mut out);
+        client.extend_from_slice(&out);
+        assert_eq!(tags(&client), "2Z1Z");
+        assert!(s.is_empty());
     }
 
     #[test]
