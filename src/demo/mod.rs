@@ -18,11 +18,12 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
 }
 
-/// The demo's config: the given ports, user "app" / password "app".
+/// The demo's config: the given ports, user "app" / password "app", who
+/// may also open the admin console.
 pub fn demo_config(listen: &str, http: &str, cluster: &PgCluster) -> Result<Config, DemoError> {
     let text = format!(
         "[server]\nlisten = \"{listen}\"\nhttp_listen = \"{http}\"\n\n\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\n{}",
+         [[users]]\nname = \"app\"\npassword = \"app\"\n\n[admin]\nusers = [\"app\"]\n\n{}",
         cluster.backends_toml()
     );
     Ok(Config::parse(&text, "demo")?)
@@ -49,10 +50,18 @@ pub async fn run(replicas: usize) -> Result<(), DemoError> {
             Router::start(config.clone()).await?
         }
     };
+    // The config as a file the router reloads from (edit it, then RELOAD
+    // in the admin console). Its only password is the demo's "app".
     let toml_path = cluster.dir.join("router.toml");
     config.server.listen = router.addr.to_string();
     config.server.http_listen = router.http_addr.to_string();
-    let _ = std::fs::write(&toml_path, config.to_redacted_toml());
+    if let Ok(text) = toml::to_string_pretty(&config) {
+        if std::fs::write(&toml_path, text).is_ok() {
+            if let Ok(loaded) = Config::load(&toml_path) {
+                router.shared.apply(loaded);
+            }
+        }
+    }
     println!("primary   127.0.0.1:{}", cluster.primary.port);
     for r in &cluster.replicas {
         println!("{:<9} 127.0.0.1:{} (streaming replica)", r.name, r.port);
@@ -60,6 +69,10 @@ pub async fn run(replicas: usize) -> Result<(), DemoError> {
     println!(
         "pgrouter  {}   health: http://{}/health/ready   servers and lag: http://{}/status",
         router.addr, router.http_addr, router.http_addr
+    );
+    println!(
+        "          metrics: http://{}/metrics   dashboard: http://{}/dashboard",
+        router.http_addr, router.http_addr
     );
     println!("config    {}", toml_path.display());
     println!();
@@ -69,6 +82,10 @@ pub async fn run(replicas: usize) -> Result<(), DemoError> {
         router.addr.port()
     );
     println!("Try: SELECT inet_server_port(), pg_is_in_recovery();");
+    println!(
+        "Admin console: psql \"postgres://app:app@127.0.0.1:{}/pgrouter\"  (SHOW POOLS; SHOW REPLICAS; RELOAD after editing the config)",
+        router.addr.port()
+    );
     println!();
     println!("Press Ctrl-C to stop and remove everything.");
     crate::shutdown::signalled().await;
