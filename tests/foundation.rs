@@ -207,6 +207,67 @@ async fn prepared_statements_follow_the_client_across_connections() {
     }
 }
 
+/// The usual driver pattern: a statement prepared outside a transaction,
+/// then BEGIN by simple Query, a COPY through the extended protocol, the
+/// statement used inside, a new statement prepared inside; 4 clients on a
+/// pool of 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_inside_transactions_and_copy() {
+    use futures_util::SinkExt;
+    let db = database("prepared_tx");
+    let r = pooler(|c| c.pool.pool_size = 2).await;
+    let setup = connect(&r, &db).await;
+    setup
+        .batch_execute("CREATE TABLE ce (id int, t text)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tasks = Vec::new();
+    for w in 0..4i32 {
+        let mut c = connect(&r, &db).await;
+        tasks.push(tokio::spawn(async move {
+            let count = c
+                .prepare("SELECT count(*) FROM ce WHERE id >= $1")
+                .await
+                .unwrap_or_else(|e| panic!("{}", describe(&e)));
+            for round in 0..5i32 {
+                let tx = c.transaction().await.unwrap_or_else(|e| panic!("{e}"));
+                let sink = tx
+                    .copy_in("COPY ce FROM STDIN")
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", describe(&e)));
+                futures_util::pin_mut!(sink);
+                let id = 1000 * w + round;
+                sink.send(bytes::Bytes::from(format!("{id}\tx\n")))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let copied = sink.finish().await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(copied, 1);
+                let n: i64 = tx
+                    .query_one(&count, &[&id])
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", describe(&e)))
+                    .get(0);
+                assert!(n >= 1);
+                let inner = tx
+                    .prepare("SELECT t FROM ce WHERE id = $1")
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", describe(&e)));
+                let t: String = tx
+                    .query_one(&inner, &[&id])
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", describe(&e)))
+                    .get(0);
+                assert_eq!(t, "x");
+                tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(primary_sql(&db, "SELECT count(*) FROM ce"), "20");
+}
+
 /// DISCARD ALL drops a client's prepared statements as PostgreSQL does
 /// (26000 afterwards), and preparing again works on any connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,14 @@ pub struct ResponseTracker {
     copy: CopyMode,
     /// The server sent something the protocol does not allow here.
     anomaly: bool,
+    /// Syncs sent since the last Execute, and whether the last command was
+    /// an Execute (not a Query): the server ignores Syncs it reads in
+    /// copy-in mode, so a COPY FROM STDIN started by an Execute does not
+    /// answer the Syncs sent between that Execute and CopyDone/CopyFail.
+    syncs_since_execute: u32,
+    last_was_execute: bool,
+    /// Copy-in by an Execute in progress: client Syncs are not answered.
+    ignoring_syncs: bool,
 }
 
 fn wanted(tag: u8) -> bool {
@@ -77,18 +85,32 @@ impl ResponseTracker {
             status: TxStatus::Idle,
             copy: CopyMode::None,
             anomaly: false,
+            syncs_since_execute: 0,
+            last_was_execute: false,
+            ignoring_syncs: false,
         }
     }
 
     /// Records one message the client sent on to the server.
     pub fn client_sent(&mut self, tag: u8) {
         match tag {
-            b'Q' | b'F' => self.pending += 1,
+            b'Q' | b'F' => {
+                self.pending += 1;
+                self.last_was_execute = false;
+            }
+            b'S' if self.ignoring_syncs => self.unsynced = false,
             b'S' => {
                 self.pending += 1;
                 self.unsynced = false;
+                self.syncs_since_execute += 1;
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.unsynced = true,
+            b'E' => {
+                self.unsynced = true;
+                self.last_was_execute = true;
+                self.syncs_since_execute = 0;
+            }
+            b'c' | b'f' => self.ignoring_syncs = false,
+            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
             _ => {}
         }
     }
@@ -110,6 +132,9 @@ impl ResponseTracker {
             status,
             copy,
             anomaly,
+            syncs_since_execute,
+            last_was_execute,
+            ignoring_syncs,
         } = self;
         scanner.feed(chunk, wanted, |tag, body, end| {
             match tag {
@@ -133,12 +158,25 @@ impl ResponseTracker {
                         on_param(name, value);
                     }
                 }
-                b'G' => *copy = CopyMode::In,
+                b'G' => {
+                    *copy = CopyMode::In;
+                    if *last_was_execute {
+                        // Those Syncs reach the server in copy-in mode.
+                        *pending = pending.saturating_sub(*syncs_since_execute);
+                        *syncs_since_execute = 0;
+                        *ignoring_syncs = true;
+                        // The one after CopyDone closes the exchange.
+                        *unsynced = true;
+                    }
+                }
                 b'H' => *copy = CopyMode::Out,
                 b'W' => *copy = CopyMode::Both,
                 b'C' => *copy = CopyMode::None,
                 b'E' => {
                     *copy = CopyMode::None;
+                    // After an error the server discards up to a Sync,
+                    // which it answers.
+                    *ignoring_syncs = false;
                     fed.errors += 1;
                 }
                 _ => {}
@@ -265,6 +303,23 @@ mod tests {
         assert_eq!(t.copy(), CopyMode::None);
         let f = feed(&mut t, &[(b'Z', b"I")]);
         assert!(f.idle_at.is_some());
+    }
+
+    #[test]
+    fn copy_in_by_execute_ignores_the_syncs_sent_during_copy() {
+        // tokio-postgres: Bind, Execute, Sync; CopyData; CopyDone, Sync.
+        let mut t = ResponseTracker::new(1 << 20);
+        for tag in [b'B', b'E', b'S'] {
+            t.client_sent(tag);
+        }
+        feed(&mut t, &[(b'2', b""), (b'G', b"\0\0\0")]);
+        t.client_sent(b'd');
+        t.client_sent(b'c');
+        t.client_sent(b'S');
+        feed(&mut t, &[(b'C', b"COPY 1\0")]);
+        let f = feed(&mut t, &[(b'Z', b"I")]);
+        assert!(f.idle_at.is_some());
+        assert!(t.is_idle());
     }
 
     #[test]

@@ -625,16 +625,12 @@ impl Session<'_> {
                 && routing.read_your_writes != ReadYourWrites::Off;
             (hold, config.pool.max_prepared_statements)
         };
-        // Named statements are tracked and rewritten for loans that start
-        // with the extended protocol (transaction mode): their answers are
-        // spliced. Simple-query loans pass through untouched.
-        self.splicer = (max_prepared > 0
-            && self.mode == PoolMode::Transaction
-            && matches!(
-                self.client.buf.first(),
-                Some(b'P' | b'B' | b'D' | b'E' | b'C')
-            ))
-        .then(Splicer::default);
+        // Named statements are tracked and rewritten in transaction mode,
+        // whatever the loan starts with (drivers often BEGIN with a simple
+        // Query and prepare inside): every answer goes through the splicer,
+        // which copies nothing while it owes nothing special.
+        self.splicer =
+            (max_prepared > 0 && self.mode == PoolMode::Transaction).then(Splicer::default);
         if let (Some(_), Some(server)) = (&self.splicer, self.server.as_mut()) {
             server.prepared.set_capacity(max_prepared);
         }

@@ -54,12 +54,25 @@ pub struct Splicer {
     /// Hide and Synth entries queued: while 0, the client gets the server's
     /// bytes unchanged ([`Splicer::passthrough`]).
     special: usize,
+    /// In a COPY FROM STDIN started by an Execute: the server ignores the
+    /// Syncs it reads until CopyDone/CopyFail, so they are owed nothing.
+    ignoring_syncs: bool,
 }
 
 impl Splicer {
-    /// A client message sent to the server as is (Flush needs no entry).
+    /// A client message sent to the server as is. Only messages the
+    /// server answers get an entry: not Flush, nor CopyData/CopyDone/
+    /// CopyFail (COPY's end is answered as the Execute's or Query's).
     pub fn forward(&mut self, client_tag: u8) {
-        if client_tag != b'H' {
+        match client_tag {
+            b'c' | b'f' => self.ignoring_syncs = false,
+            b'S' if self.ignoring_syncs => return,
+            _ => {}
+        }
+        if matches!(
+            client_tag,
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'Q' | b'F'
+        ) {
             self.queue.push_back(Owed::Forward(client_tag, None));
         }
     }
@@ -195,6 +208,23 @@ impl Splicer {
         // Asynchronous messages belong to nobody's answer.
         if matches!(tag, b'N' | b'A' | b'S') {
             return true;
+        }
+        if tag == b'G' && client == b'E' {
+            // Syncs sent after this Execute reach the server in copy-in
+            // mode, and so will those sent before CopyDone.
+            let mut kept = VecDeque::with_capacity(self.queue.len());
+            kept.extend(self.queue.pop_front());
+            for o in self.queue.drain(..) {
+                if !matches!(o, Owed::Forward(b'S', _)) {
+                    kept.push_back(o);
+                }
+            }
+            self.queue = kept;
+            self.ignoring_syncs = true;
+            return forward;
+        }
+        if tag == b'E' {
+            self.ignoring_syncs = false;
         }
         if tag == b'E' && extended(client) {
             // The server skips to the next Sync: so do the owed answers.
@@ -366,6 +396,62 @@ mod tests {
         s.after_feed(&mut out);
         client.extend_from_slice(&out);
         assert_eq!(tags(&client), "2Z1Z");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn copy_messages_owe_nothing() {
+        let mut s = Splicer::default();
+        let mut out = BytesMut::new();
+        // Parse/Bind/Execute of COPY FROM STDIN (a client sends its data
+        // only after CopyInResponse), the data, CopyDone, Sync; then a
+        // cached Parse the router answers, and a Bind.
+        for t in [b'P', b'B', b'E'] {
+            s.forward(t);
+        }
+        s.feed(
+            &[msg(b'1', b""), msg(b'2', b""), msg(b'G', b"\0\0\0")].concat(),
+            &mut out,
+        );
+        for t in [b'd', b'd', b'c', b'S'] {
+            s.forward(t);
+        }
+        s.synth(empty_message(b'1'));
+        s.forward(b'B');
+        s.forward(b'S');
+        let rest = [
+            msg(b'C', b"COPY 2\0"),
+            msg(b'Z', b"T"),
+            msg(b'2', b""),
+            msg(b'Z', b"I"),
+        ];
+        for piece in rest.concat().chunks(3) {
+            s.feed(piece, &mut out);
+            s.after_feed(&mut out);
+        }
+        assert_eq!(tags(&out), "12GCZ12Z");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn copy_in_by_execute_owes_nothing_for_syncs_sent_during_copy() {
+        let mut s = Splicer::default();
+        for t in [b'B', b'E', b'S'] {
+            s.forward(t);
+        }
+        let mut out = BytesMut::new();
+        s.feed(&[msg(b'2', b""), msg(b'G', b"\0\0\0")].concat(), &mut out);
+        for t in [b'd', b'c', b'S'] {
+            s.forward(t);
+        }
+        s.synth(empty_message(b'1')); // then a cached Parse
+        s.forward(b'S');
+        s.feed(
+            &[msg(b'C', b"COPY 1\0"), msg(b'Z', b"T"), msg(b'Z', b"T")].concat(),
+            &mut out,
+        );
+        s.after_feed(&mut out);
+        assert_eq!(tags(&out), "2GCZ1Z");
         assert!(s.is_empty());
     }
 
