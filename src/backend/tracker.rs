@@ -217,12 +217,7 @@ impl ResponseTracker {
 mod tests {
     use super::*;
 
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::protocol::test_frame as msg;
 
     fn feed(t: &mut ResponseTracker, parts: &[(u8, &[u8])]) -> Fed {
         let bytes: Vec<u8> = parts.iter().flat_map(|(tag, b)| msg(*tag, b)).collect();

@@ -35,6 +35,27 @@ pub struct ClientInfo {
     pub transactions: std::sync::atomic::AtomicU64,
 }
 
+impl ClientInfo {
+    /// A client that has just logged in.
+    pub fn new(
+        id: u64,
+        user: &str,
+        database: &str,
+        tenant: Arc<str>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Self {
+        Self {
+            id,
+            user: user.to_string(),
+            database: database.to_string(),
+            tenant,
+            peer,
+            since: Some(std::time::SystemTime::now()),
+            transactions: Default::default(),
+        }
+    }
+}
+
 /// A client as SHOW CLIENTS lists it.
 pub struct ClientRow {
     pub info: Arc<CancelSlot>,

@@ -156,15 +156,13 @@ pub async fn login(
             messages::parameter_status(&mut out, k, v);
         }
     }
-    let key = shared.cancels.register(ClientInfo {
+    let key = shared.cancels.register(ClientInfo::new(
         id,
-        user: user.cfg.name.clone(),
-        database: database.clone(),
-        tenant: tenant.name.clone(),
-        peer: client.peer(),
-        since: Some(std::time::SystemTime::now()),
-        transactions: Default::default(),
-    });
+        &user.cfg.name,
+        &database,
+        tenant.name.clone(),
+        client.peer(),
+    ));
     messages::backend_key_data(&mut out, key.pid, key.secret);
     messages::ready_for_query(&mut out, b'I');
     client.write_all(&out).await?;
@@ -213,15 +211,13 @@ async fn admin_login(
     ] {
         messages::parameter_status(&mut out, k, v);
     }
-    let key = shared.cancels.register(ClientInfo {
+    let key = shared.cancels.register(ClientInfo::new(
         id,
-        user: user.cfg.name.clone(),
-        database: admin_db,
-        tenant: "(admin)".into(),
-        peer: client.peer(),
-        since: Some(std::time::SystemTime::now()),
-        transactions: Default::default(),
-    });
+        &user.cfg.name,
+        &admin_db,
+        "(admin)".into(),
+        client.peer(),
+    ));
     messages::backend_key_data(&mut out, key.pid, key.secret);
     messages::ready_for_query(&mut out, b'I');
     client.write_all(&out).await?;

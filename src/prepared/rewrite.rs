@@ -175,12 +175,7 @@ fn param_types(rest: &[u8]) -> Result<Vec<u32>, ProtocolError> {
 mod tests {
     use super::*;
 
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::protocol::test_frame as msg;
 
     fn parse(name: &str, sql: &str) -> Vec<u8> {
         msg(

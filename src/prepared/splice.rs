@@ -273,12 +273,7 @@ pub fn empty_message(tag: u8) -> Bytes {
 mod tests {
     use super::*;
 
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::protocol::test_frame as msg;
 
     fn tags(b: &[u8]) -> String {
         let mut out = String::new();

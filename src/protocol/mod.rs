@@ -17,3 +17,12 @@ pub mod scan;
 pub mod sqlstate;
 
 pub use framing::ProtocolError;
+
+/// One backend/frontend message `tag | len | body`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}

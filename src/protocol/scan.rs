@@ -130,12 +130,7 @@ fn parse_header(tag: u8, len: [u8; 4], max: usize) -> Result<(u8, usize), Protoc
 mod tests {
     use super::*;
 
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::protocol::test_frame as msg;
 
     fn stream() -> Vec<u8> {
         let mut s = Vec::new();
