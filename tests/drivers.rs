@@ -4,7 +4,8 @@
 //! queries), postgres.js (prepare on) and the PostgreSQL JDBC driver
 //! (prepareThreshold=1). Each program in tests/drivers/ runs several
 //! concurrent clients over fewer server connections (pool_size 2), with
-//! several parameter types, transactions and errors, and checks what it reads.
+//! several parameter types, transactions and errors, and checks what it reads;
+//! routing is on, so reads outside transactions run on the replicas.
 //!
 //! scripts/ensure-drivers.sh installs them into target/drivers (scripts/test.sh
 //! runs it and sets PGROUTER_REQUIRE_DRIVERS=1); without it a test whose
@@ -80,6 +81,13 @@ async fn run_driver(name: &str, mut cmd: Command, max_prepared: usize) {
         primary_sql(&db, "SELECT count(*), count(DISTINCT id) FROM items"),
         format!("{rows}|{rows}")
     );
+    // Reads outside transactions ran on replicas, prepared there by the
+    // router: named statements compose with routing.
+    let on_replicas = r
+        .shared
+        .route_stats
+        .decisions(true, pgrouter::router::RouteReason::Read);
+    assert!(on_replicas > 0, "{name}: no read ran on a replica");
     // Each pool opened at most pool_size connections and never had to
     // replace one: the clients' statements moved between two connections per
     // server, and no connection was left broken or dirty.
@@ -105,7 +113,6 @@ async fn psycopg3_with_every_statement_prepared() {
     // router evicts (Close) and re-prepares all the time.
     run_driver("psycopg", cmd, 3).await;
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_with_its_statement_cache() {
@@ -147,7 +154,10 @@ async fn postgres_js_with_prepare_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_with_prepare_threshold_1() {
     let jar = Path::new("/usr/share/java/postgresql.jar");
-    if !available("the PostgreSQL JDBC driver (Debian libpostgresql-jdbc-java)", jar) {
+    if !available(
+        "the PostgreSQL JDBC driver (Debian libpostgresql-jdbc-java)",
+        jar,
+    ) {
         return;
     }
     let mut cmd = Command::new("java");

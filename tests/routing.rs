@@ -34,14 +34,14 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
         seen.insert(p);
     }
     assert_eq!(seen, replicas, "round robin uses every replica");
-    // Named prepared statements (tokio-postgres prepares every query) stay on
-    // the primary until prepared statements follow clients across servers.
+    // Named prepared statements (tokio-postgres prepares every query) are
+    // classified too: a read runs on a replica, prepared there as needed.
     let p: i32 = reader
         .query_one("SELECT inet_server_port()", &[])
         .await
         .map(|row| row.get(0))
         .unwrap_or_else(|e| panic!("{}", describe(&e)));
-    assert_eq!(p as u16, cluster().primary.port);
+    assert!(replicas.contains(&(p as u16)), "prepared read ran on {p}");
 
     let writer = connect(&r, &db).await;
     for (sql, expect_primary) in [
@@ -427,4 +427,105 @@ async fn a_refused_statement_after_begin_leaves_a_failed_transaction_block() {
     assert_eq!(summary(&a.until_ready().await).1, b'I');
     b.send(&raw::query("SELECT 1")).await;
     assert_eq!(summary(&b.until_ready().await), ("TDCZ".into(), b'I', None));
+}
+
+/// A named statement is classified once, at Parse, and each execution is
+/// routed by it: reads on replicas (prepared on each as needed), writes on
+/// the primary, with read-your-writes between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_are_routed_by_what_they_do() {
+    let (db, r, _) = setup("named_route").await;
+    let primary = cluster().primary.port;
+    let replicas: HashSet<u16> = replica_ports().into_iter().collect();
+    let c = connect(&r, &db).await;
+    let ok = |e: tokio_postgres::Error| -> ! { panic!("{}", describe(&e)) };
+    // Prepared on the primary (pinned there by the hint), so every replica
+    // that runs it must have it prepared by the router first.
+    c.batch_execute("SET pgrouter.route = 'primary'")
+        .await
+        .unwrap_or_else(|e| ok(e));
+    let read = c
+        .prepare("SELECT inet_server_port(), (SELECT count(*) FROM t WHERE id >= $1)")
+        .await
+        .unwrap_or_else(|e| ok(e));
+    c.batch_execute("SET pgrouter.route = 'auto'")
+        .await
+        .unwrap_or_else(|e| ok(e));
+    let write = c
+        .prepare("INSERT INTO t VALUES ($1, 'n') RETURNING inet_server_port()")
+        .await
+        .unwrap_or_else(|e| ok(e));
+    for _ in 0..10 {
+        let row = c
+            .query_one(&read, &[&1000i32])
+            .await
+            .unwrap_or_else(|e| ok(e));
+        let p: i32 = row.get(0);
+        assert!(replicas.contains(&(p as u16)), "prepared read ran on {p}");
+    }
+    for i in 0..5 {
+        let row = c
+            .query_one(&write, &[&(1000 + i)])
+            .await
+            .unwrap_or_else(|e| ok(e));
+        assert_eq!(row.get::<_, i32>(0) as u16, primary, "prepared write");
+        // The very next read sees the write, wherever it runs.
+        let row = c
+            .query_one(&read, &[&1000i32])
+            .await
+            .unwrap_or_else(|e| ok(e));
+        assert_eq!(row.get::<_, i64>(1), i as i64 + 1, "read-your-writes");
+    }
+    let reads = r
+        .shared
+        .route_stats
+        .decisions(true, pgrouter::router::RouteReason::Read);
+    assert!(reads >= 10, "{reads} reads counted on replicas");
+
+    // One batch (no Sync between) executing a named read and a named write:
+    // the write decides, so both run on the primary.
+    let mut raw = RawClient::login(r.addr.port(), RAW_USER, &db).await;
+    let named = |name: &str, sql: &str| {
+        let mut body = format!("{name}\0{sql}\0").into_bytes();
+        body.extend_from_slice(&[0, 0]);
+        raw::msg(b'P', &body)
+    };
+    let exec = |name: &str| {
+        let mut bind = format!("\0{name}\0").into_bytes();
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        [raw::msg(b'B', &bind), raw::msg(b'E', b"\0\0\0\0\0")].concat()
+    };
+    let prepare = [
+        named("r", "SELECT inet_server_port()"),
+        named(
+            "w",
+            "INSERT INTO t VALUES (2000, 'w') RETURNING inet_server_port()",
+        ),
+        raw::msg(b'S', b""),
+    ]
+    .concat();
+    raw.send(&prepare).await;
+    raw.until_ready().await;
+    let ports_of = |msgs: Vec<(u8, Vec<u8>)>| -> Vec<u16> {
+        msgs.iter()
+            .map(|(tag, body)| match tag {
+                b'D' => String::from_utf8_lossy(&body[6..])
+                    .parse::<u16>()
+                    .unwrap_or(0),
+                b'E' => panic!("error: {:?}", raw::error_fields(body)),
+                _ => u16::MAX,
+            })
+            .filter(|&p| p != u16::MAX)
+            .collect()
+    };
+    // Alone, the named read runs on a replica (prepared there by the router).
+    raw.send(&[exec("r"), raw::msg(b'S', b"")].concat()).await;
+    let alone = ports_of(raw.until_ready().await);
+    assert!(
+        alone.len() == 1 && replicas.contains(&alone[0]),
+        "{alone:?}"
+    );
+    raw.send(&[exec("r"), exec("w"), raw::msg(b'S', b"")].concat())
+        .await;
+    assert_eq!(ports_of(raw.until_ready().await), vec![primary, primary]);
 }

@@ -12,10 +12,13 @@ use crate::config::{ConsistencyScope, Fallback, ReadYourWrites};
 use crate::lag::elect::Writer;
 use crate::lag::health::State;
 use crate::pool::{Pool, PoolError, PooledConn};
+use crate::protocol::framing;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{parse, sqlstate};
 use crate::router::cache::classify_cached;
-use crate::router::classify::{is_plain_begin, is_set_transaction_read_only, Class, Reason};
+use crate::router::classify::{
+    is_plain_begin, is_set_transaction_read_only, Class, Classification, Reason,
+};
 use crate::router::consistency::Position;
 use crate::router::hint::{self, Route};
 use crate::router::lsn;
@@ -42,24 +45,20 @@ pub(super) enum Decision {
 pub(super) type Refusal = (String, String);
 
 impl Session<'_> {
-    /// Decides from the whole message at the front of the client buffer.
+    /// Decides from what the client has buffered: a Query's text, or the
+    /// extended-protocol messages up to the first Sync.
     pub(super) fn decide(&self) -> Result<Decision, ClientError> {
         let n = self.client.complete_len()?.unwrap_or(0);
         let msg = &self.client.buf[..n];
         let tag = msg.first().copied().unwrap_or(0);
-        let body = msg.get(5..).unwrap_or(&[]);
-        let sql = match tag {
-            b'Q' => parse::cstr(body, "Query").ok().map(|(s, _)| s),
-            b'P' => parse::cstr(body, "Parse")
+        let query = match tag {
+            b'Q' => parse::cstr(msg.get(5..).unwrap_or(&[]), "Query")
                 .ok()
-                .and_then(|(_, rest)| parse::cstr(rest, "Parse").ok())
                 .map(|(s, _)| s),
             _ => None,
         };
-        if tag == b'Q' {
-            if let Some(r) = sql.and_then(hint::set_route) {
-                return Ok(Decision::SetRoute(r));
-            }
+        if let Some(r) = query.and_then(hint::set_route) {
+            return Ok(Decision::SetRoute(r));
         }
         let routing = &self.shared.config().routing;
         if !routing.enabled || self.shared.replicas().list.is_empty() {
@@ -74,25 +73,24 @@ impl Session<'_> {
                 reason: RouteReason::SessionPinned,
             });
         }
+        if query.is_some_and(is_plain_begin) {
+            return Ok(Decision::DeferBegin(query.unwrap_or_default().to_string()));
+        }
         let stats = &self.shared.route_stats;
-        let unseen = Decision::Primary {
-            write: true,
-            reason: RouteReason::PreparedStatement,
+        let rules = self.shared.function_rules.load();
+        let classified = match query {
+            Some(sql) => Some((sql, classify_cached(sql, &rules), true)),
+            None if tag == b'Q' => None,
+            None => self.classify_batch(&rules),
         };
-        // Bind/Execute of a statement prepared in an earlier transaction,
-        // FunctionCall...: the router cannot see the SQL, so the primary.
-        let Some(sql) = sql else {
-            return Ok(unseen);
+        // SQL the router cannot see (a Bind of a statement it does not
+        // know, a FunctionCall): the primary.
+        let Some((sql, c, executes)) = classified else {
+            return Ok(Decision::Primary {
+                write: true,
+                reason: RouteReason::PreparedStatement,
+            });
         };
-        // A named statement is executed by a later Bind the router cannot
-        // classify (it goes to the primary), so it is prepared there too.
-        if tag == b'P' && body.first().is_some_and(|&b| b != 0) {
-            return Ok(unseen);
-        }
-        if tag == b'Q' && is_plain_begin(sql) {
-            return Ok(Decision::DeferBegin(sql.to_string()));
-        }
-        let c = classify_cached(sql, &self.shared.function_rules.load());
         if c.class == Class::Write {
             if c.reason == Reason::ParseFailure {
                 tracing::debug!(%sql, "statement not parsed; sent to the primary");
@@ -100,8 +98,10 @@ impl Session<'_> {
             if hint::leading_hint(sql) == Some(Route::Replica) {
                 stats.replica_hints_ignored.fetch_add(1, Ordering::Relaxed);
             }
+            // Preparing a write (Parse/Describe without Execute) writes
+            // nothing: no read-your-writes wait for it.
             return Ok(Decision::Primary {
-                write: true,
+                write: executes,
                 reason: c.reason.into(),
             });
         }
@@ -118,6 +118,86 @@ impl Session<'_> {
             },
             Route::Replica | Route::Auto => Decision::Read(reason),
         })
+    }
+
+    /// Classifies the extended-protocol messages buffered up to the first
+    /// Sync: each Parse's SQL, and the SQL of each named statement a Bind or
+    /// Describe uses (prepared in an earlier transaction, looked up in the
+    /// client's statements: classified at Parse, through the classifier's
+    /// cache). A batch is a read only if every statement in it is.
+    ///
+    /// Returns the first statement's SQL and class, or the first write's,
+    /// and whether the batch executes anything; None when a message runs SQL the router cannot see: a Bind of an
+    /// unnamed statement from an earlier transaction or of an unknown name, a
+    /// FunctionCall, a malformed message, or a named statement in a session
+    /// that does not track them (it must stay where it is prepared: the
+    /// primary). Messages not yet buffered are not seen: a write pipelined
+    /// behind reads in one batch still arriving fails on the replica
+    /// (25006) rather than run in the wrong place.
+    fn classify_batch<'a>(
+        &'a self,
+        rules: &Arc<crate::router::classify::FunctionRules>,
+    ) -> Option<(&'a str, Classification, bool)> {
+        let tracked = self.tracks_statements();
+        let mut buf: &[u8] = &self.client.buf;
+        let mut first: Option<(&str, Classification)> = None;
+        // Statements parsed earlier in this batch (already classified).
+        let mut parsed: Vec<&str> = Vec::new();
+        let mut executes = false;
+        while let Ok(Some(n)) = framing::complete_len(buf, self.client.max_message) {
+            let (msg, rest) = buf.split_at(n);
+            buf = rest;
+            let body = msg.get(5..).unwrap_or(&[]);
+            let sql = match msg[0] {
+                b'S' => break,
+                b'P' => {
+                    let (name, rest) = parse::cstr(body, "Parse").ok()?;
+                    if !name.is_empty() && !tracked {
+                        return None;
+                    }
+                    parsed.push(name);
+                    Some(parse::cstr(rest, "Parse").ok()?.0)
+                }
+                b'B' => {
+                    let (_, rest) = parse::cstr(body, "Bind").ok()?;
+                    let (name, _) = parse::cstr(rest, "Bind").ok()?;
+                    self.statement_sql(name, &parsed)?
+                }
+                b'D' if body.first() == Some(&b'S') => {
+                    let (name, _) = parse::cstr(&body[1..], "Describe").ok()?;
+                    self.statement_sql(name, &parsed)?
+                }
+                b'F' => return None,
+                b'E' => {
+                    executes = true;
+                    None
+                }
+                _ => None,
+            };
+            let Some(sql) = sql else { continue };
+            let c = classify_cached(sql, rules);
+            match first {
+                None => first = Some((sql, c)),
+                Some((_, f)) if f.class == Class::Read && c.class == Class::Write => {
+                    first = Some((sql, c));
+                }
+                Some(_) => {}
+            }
+        }
+        first.map(|(sql, c)| (sql, c, executes))
+    }
+
+    /// The SQL of the statement a Bind or Describe names: Some(None) when it
+    /// was parsed earlier in the same batch (already classified), None when
+    /// the router cannot know it.
+    fn statement_sql(&self, name: &str, parsed: &[&str]) -> Option<Option<&str>> {
+        if parsed.contains(&name) {
+            return Some(None);
+        }
+        if name.is_empty() {
+            return None;
+        }
+        self.statements.get(name).map(|s| Some(&*s.sql))
     }
 
     /// Answers a plain BEGIN itself, then decides from the next message:

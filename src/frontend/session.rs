@@ -86,7 +86,7 @@ pub struct Session<'a> {
     loan_errors: u32,
     virtual_tx: VirtualTx,
     /// This client's named prepared statements (crate::prepared).
-    statements: ClientStatements,
+    pub(super) statements: ClientStatements,
     /// Splices the current loan's answers when it rewrites statements.
     splicer: Option<Splicer>,
     /// Session mode: holding a primary connection until the client leaves.
@@ -606,6 +606,13 @@ impl Session<'_> {
         }
     }
 
+    /// Whether named statements are tracked and moved between server
+    /// connections (transaction mode with `max_prepared_statements` > 0);
+    /// otherwise they live on the server connection that prepared them.
+    pub(super) fn tracks_statements(&self) -> bool {
+        self.mode == PoolMode::Transaction && self.shared.config().pool.max_prepared_statements > 0
+    }
+
     /// Relays in both directions until the transaction ends (transaction
     /// mode), or until the client terminates.
     async fn relay(&mut self, retryable: bool) -> Result<Relay, ClientError> {
@@ -629,8 +636,7 @@ impl Session<'_> {
         // whatever the loan starts with (drivers often BEGIN with a simple
         // Query and prepare inside): every answer goes through the splicer,
         // which copies nothing while it owes nothing special.
-        self.splicer =
-            (max_prepared > 0 && self.mode == PoolMode::Transaction).then(Splicer::default);
+        self.splicer = self.tracks_statements().then(Splicer::default);
         if let (Some(_), Some(server)) = (&self.splicer, self.server.as_mut()) {
             server.prepared.set_capacity(max_prepared);
         }
