@@ -667,6 +667,144 @@ async fn each_client_keeps_its_own_session_parameters() {
     }
 }
 
+/// Silent settings (search_path, statement_timeout, role, custom `app.x`)
+/// follow each client across transactions on one shared server connection,
+/// with RESET, RESET ALL, DISCARD ALL, transactions, errors and set_config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_settings_follow_each_client() {
+    let db = database("silent");
+    primary_sql(
+        &db,
+        "CREATE SCHEMA a; CREATE SCHEMA b; CREATE TABLE a.t AS SELECT 'a'::text AS v; \
+         CREATE TABLE b.t AS SELECT 'b'::text AS v; GRANT USAGE ON SCHEMA a, b TO app; \
+         GRANT SELECT ON a.t, b.t TO app; \
+         DO $$ BEGIN CREATE ROLE silent_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+         GRANT silent_reader TO app; GRANT USAGE ON SCHEMA a, b TO silent_reader; \
+         GRANT SELECT ON a.t, b.t TO silent_reader;",
+    );
+    let r = pooler(|c| c.pool.pool_size = 1).await; // one server connection for all
+    let a = connect(&r, &db).await;
+    let b = connect(&r, &db).await;
+    let plain = connect(&r, &db).await;
+    async fn v(c: &tokio_postgres::Client, sql: &str) -> String {
+        first_value(c, sql).await.unwrap_or_default()
+    }
+    async fn run(c: &tokio_postgres::Client, sql: &str) {
+        c.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    }
+    let default_path = v(&plain, "SHOW search_path").await;
+    run(&a, "SET search_path = a, public").await;
+    // Through the extended protocol too.
+    b.execute("SET search_path TO b", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    run(&a, "SET statement_timeout = '100ms'").await;
+    run(&a, "SET app.tenant = 'acme'").await;
+    run(&b, "SET ROLE silent_reader").await;
+    for _ in 0..3 {
+        assert_eq!(v(&a, "SELECT v FROM t").await, "a");
+        assert_eq!(v(&b, "SELECT v FROM t").await, "b");
+        assert_eq!(v(&plain, "SHOW search_path").await, default_path);
+        assert_eq!(
+            v(&a, "SELECT current_setting('app.tenant', true)").await,
+            "acme"
+        );
+        assert_eq!(
+            v(&b, "SELECT current_setting('app.tenant', true)").await,
+            ""
+        );
+        assert_eq!(v(&b, "SELECT current_user").await, "silent_reader");
+        assert_eq!(v(&a, "SELECT current_user").await, USER);
+        assert_eq!(v(&plain, "SHOW statement_timeout").await, "0");
+    }
+    let slow = a.batch_execute("SELECT pg_sleep(0.5)").await;
+    assert_eq!(slow.err().map(|e| code(&e)).as_deref(), Some("57014"));
+    run(&b, "SELECT pg_sleep(0.2)").await; // b has no timeout
+
+    // A SET inside a transaction counts once it commits, not on rollback;
+    // SET LOCAL never outlives its transaction.
+    run(&a, "BEGIN; SET search_path = b; ROLLBACK").await;
+    assert_eq!(v(&a, "SELECT v FROM t").await, "a");
+    assert_eq!(v(&plain, "SHOW search_path").await, default_path);
+    run(&a, "BEGIN; SET search_path = b; COMMIT").await;
+    assert_eq!(v(&a, "SELECT v FROM t").await, "b");
+    run(&a, "BEGIN; SET LOCAL search_path = a; COMMIT").await;
+    assert_eq!(v(&a, "SELECT v FROM t").await, "b");
+    // An error undoes the implicit transaction's SET.
+    assert!(a
+        .batch_execute("SET search_path = a; SELECT 1/0")
+        .await
+        .is_err());
+    assert_eq!(v(&a, "SELECT v FROM t").await, "b");
+    assert_eq!(v(&plain, "SHOW search_path").await, default_path);
+
+    // RESET, RESET ALL (keeps the role), DISCARD ALL (does not).
+    run(&a, "RESET search_path").await;
+    assert_eq!(v(&a, "SHOW search_path").await, default_path);
+    assert_eq!(v(&a, "SHOW statement_timeout").await, "100ms");
+    run(&b, "SET statement_timeout = '5s'").await;
+    run(&b, "RESET ALL").await;
+    assert_eq!(v(&b, "SHOW statement_timeout").await, "0");
+    assert_eq!(v(&b, "SHOW search_path").await, default_path);
+    assert_eq!(v(&b, "SELECT current_user").await, "silent_reader");
+    run(&b, "DISCARD ALL").await;
+    assert_eq!(v(&b, "SELECT current_user").await, USER);
+    assert_eq!(v(&a, "SHOW statement_timeout").await, "100ms");
+
+    // set_config(..., false) cannot be followed: the connection is reset
+    // before anyone else uses it.
+    run(&plain, "SELECT set_config('app.tenant', 'leaked', false)").await;
+    assert_eq!(
+        v(&b, "SELECT current_setting('app.tenant', true)").await,
+        ""
+    );
+    assert_eq!(
+        v(&a, "SELECT current_setting('app.tenant', true)").await,
+        "acme"
+    );
+
+    // A prepared SET changes nothing until executed, then counts each time.
+    let to_a = plain
+        .prepare("SET search_path TO a")
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(v(&plain, "SHOW search_path").await, default_path);
+    plain
+        .execute(&to_a, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(v(&plain, "SELECT v FROM t").await, "a");
+    run(&plain, "RESET search_path").await;
+    assert_eq!(v(&b, "SHOW search_path").await, default_path);
+    plain
+        .execute(&to_a, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(v(&b, "SHOW search_path").await, default_path);
+    assert_eq!(v(&plain, "SELECT v FROM t").await, "a");
+
+    // A startup search_path is a list, as PostgreSQL reads it.
+    let port = r.addr.port();
+    let listed = connect_url(&format!(
+        "postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{db}?options=-c%20search_path%3Db%2Ca"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v(&listed, "SELECT v FROM t").await, "b");
+    assert_eq!(
+        v(&listed, "SELECT current_schemas(false)::text").await,
+        "{b,a}"
+    );
+    run(&listed, "SET search_path = a").await;
+    run(&listed, "RESET search_path").await;
+    assert_eq!(
+        v(&listed, "SELECT current_schemas(false)::text").await,
+        "{b,a}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_idle_server_connection_is_replaced() {
     let db = database("killed");

@@ -10,16 +10,41 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Session parameter values (small: a Vec beats a map here).
+/// How a session parameter got its value, and so how to give it again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// A value as the server reports it (ParameterStatus) or a startup
+    /// packet gives it: applied with `set_config`, which reads it as a
+    /// configuration file would (a list stays a list).
+    Value(String),
+    /// A client's own `SET` statement, replayed verbatim: its value may be a
+    /// list of identifiers or a form no single literal reproduces.
+    Statement(String),
+}
+
+impl Setting {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Setting::Value(v) | Setting::Statement(v) => v,
+        }
+    }
+}
+
+/// Session parameter settings by name, compared case-insensitively (small:
+/// a Vec beats a map here).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params(Vec<(String, Setting)>);
 
 impl Params {
+    /// The value or statement text of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.setting(name).map(Setting::as_str)
+    }
+    pub fn setting(&self, name: &str) -> Option<&Setting> {
         self.0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
     pub fn set(&mut self, name: &str, value: &str) {
         match self
@@ -27,22 +52,35 @@ impl Params {
             .iter_mut()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
         {
-            Some((_, v)) => {
-                if v != value {
-                    *v = value.to_string();
-                }
-            }
-            None => self.0.push((name.to_string(), value.to_string())),
+            Some((_, Setting::Value(v))) if v == value => {}
+            Some((_, v)) => *v = Setting::Value(value.to_string()),
+            None => self
+                .0
+                .push((name.to_string(), Setting::Value(value.to_string()))),
+        }
+    }
+    pub fn set_setting(&mut self, name: &str, setting: Setting) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            Some((_, v)) => *v = setting,
+            None => self.0.push((name.to_string(), setting)),
         }
     }
     pub fn remove(&mut self, name: &str) {
         self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Setting)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+    /// The names and texts (for ParameterStatus and SHOW).
+    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
     /// An order-independent fingerprint of the names (case-folded) and
-    /// values; never 0, so 0 can mean "unknown".
+    /// settings; never 0, so 0 can mean "unknown".
     pub fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let fp = self.0.iter().fold(0u64, |acc, (k, v)| {
@@ -86,8 +124,13 @@ pub struct ServerConn {
     pub secret: i32,
     /// Parameter values this session has, as far as the router knows.
     pub params: Params,
-    /// Parameters the router changed with SET (to RESET when no longer wanted).
+    /// Silent (unreported) parameters this session has away from its login
+    /// defaults, set by the router or by a client (to RESET when the next
+    /// client does not want them).
     pub router_set: Vec<String>,
+    /// A client changed session settings in a way the router could not
+    /// follow: reset (RESET ALL, session authorization) before reuse.
+    pub params_unknown: bool,
     pub tracker: ResponseTracker,
     pub created: Instant,
     /// Reaper ticks spent idle in the pool since last use.
@@ -111,6 +154,7 @@ impl ServerConn {
             secret: 0,
             params: Params::default(),
             router_set: Vec::new(),
+            params_unknown: false,
             tracker: ResponseTracker::new(max_message),
             created: Instant::now(),
             idle_ticks: 0,
@@ -118,6 +162,17 @@ impl ServerConn {
             broken: false,
             prepared: crate::prepared::cache::ServerStatements::new(200),
         }
+    }
+
+    /// After the session's settings went back to its login defaults (RESET
+    /// ALL, DISCARD ALL): forget the silent ones it had (reported ones came
+    /// back in ParameterStatus), and compare afresh on the next loan.
+    pub fn forget_settings(&mut self) {
+        for name in std::mem::take(&mut self.router_set) {
+            self.params.remove(&name);
+        }
+        self.params_unknown = false;
+        self.synced_fp = 0;
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {

@@ -25,6 +25,8 @@ pub struct LoggedIn {
     pub database: String,
     /// What the client wants its session parameters to be.
     pub desired: Params,
+    /// What it asked for at startup (where RESET returns).
+    pub startup: Params,
     pub pool: Arc<Pool>,
     pub key: CancelKey,
     pub tenant: Arc<Tenant>,
@@ -145,13 +147,13 @@ pub async fn login(
             desired.set(name, v);
         }
     }
-    for (k, v) in requested.iter() {
+    for (k, v) in requested.values() {
         desired.set(k, v);
     }
-    for (k, v) in defaults.iter() {
+    for (k, v) in defaults.values() {
         messages::parameter_status(&mut out, k, desired.get(k).unwrap_or(v));
     }
-    for (k, v) in requested.iter() {
+    for (k, v) in requested.values() {
         if defaults.get(k).is_none() && params::is_client_settable(k) {
             messages::parameter_status(&mut out, k, v);
         }
@@ -170,6 +172,7 @@ pub async fn login(
         user,
         database,
         desired,
+        startup: requested,
         pool,
         key,
         tenant,

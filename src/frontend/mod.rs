@@ -4,6 +4,7 @@
 //! - [`stream`]: the client socket, exposing whole messages only.
 //! - [`handshake`]: startup packet, SSL/GSS refusal, authentication, login.
 //! - [`params`]: which session parameters a client asked for.
+//! - [`session_set`]: SET/RESET/DISCARD a client sends, carried across loans.
 //! - `route`: where a session's next transaction runs, read-your-writes.
 //! - [`session`]: the per-client loop that lends server connections one
 //!   transaction (or one session) at a time.
@@ -18,6 +19,7 @@ pub mod listener;
 pub mod params;
 mod route;
 pub mod session;
+pub mod session_set;
 pub mod stream;
 pub mod workers;
 

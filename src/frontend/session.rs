@@ -13,9 +13,11 @@
 use super::handshake::LoggedIn;
 use super::params;
 use super::route::Decision;
+use super::session_set::{self, Change};
 use super::stream::ClientStream;
 use super::ClientError;
 use crate::app::Shared;
+use crate::backend::conn::{Params, Setting};
 use crate::backend::tracker::TxStatus;
 use crate::backend::{reset, BackendError};
 use crate::config::{ConsistencyScope, PoolMode, ReadYourWrites};
@@ -87,6 +89,11 @@ pub struct Session<'a> {
     virtual_tx: VirtualTx,
     /// This client's named prepared statements (crate::prepared).
     pub(super) statements: ClientStatements,
+    /// Session-setting changes the current loan's statements make, applied
+    /// once it ends committed ([`Session::settle_changes`]).
+    loan_changes: Vec<Change>,
+    /// What the client's unnamed statement would change, once executed.
+    unnamed_changes: Vec<Change>,
     /// Splices the current loan's answers when it rewrites statements.
     splicer: Option<Splicer>,
     /// Session mode: holding a primary connection until the client leaves.
@@ -121,6 +128,8 @@ pub async fn run(
         loan_errors: 0,
         virtual_tx: VirtualTx::None,
         statements: ClientStatements::default(),
+        loan_changes: Vec::new(),
+        unnamed_changes: Vec::new(),
         splicer: None,
         session_pinned: shared.config().server.pool_mode == PoolMode::Session
             && (!shared.config().routing.enabled || shared.replicas().list.is_empty()),
@@ -297,6 +306,7 @@ impl Session<'_> {
                 }
                 match relayed? {
                     Relay::Idle => {
+                        self.settle_changes();
                         if self.loan_wrote && self.loan_replica.is_none() {
                             self.record_write().await;
                         }
@@ -499,6 +509,20 @@ impl Session<'_> {
         &mut self,
         mut server: PooledConn,
     ) -> Result<Result<(), BackendError>, ClientError> {
+        if server.params_unknown {
+            let timeout = self.shared.config().server.server_reset_timeout.get();
+            match server.run_internal(RESET_SESSION, timeout).await {
+                Ok(None) => server.forget_settings(),
+                Ok(Some(err)) => {
+                    server.broken = true;
+                    return Ok(Err(BackendError::Refused {
+                        target: server.target.to_string(),
+                        fields: err,
+                    }));
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        }
         if server.synced_fp != self.desired_fp {
             if let Err(e) = self.sync_params(&mut server).await? {
                 return Ok(Err(e));
@@ -524,7 +548,7 @@ impl Session<'_> {
                 .login
                 .desired
                 .iter()
-                .filter(|(k, v)| server.params.get(k) != Some(*v))
+                .filter(|(k, v)| server.params.setting(k) != Some(*v))
                 .map(|(k, _)| k.to_string())
                 .collect();
             for k in &set_names {
@@ -552,14 +576,15 @@ impl Session<'_> {
                 server.router_set.retain(|n| n != &k);
             }
             for k in set_names {
+                let reported = params::is_client_settable(&k);
                 match server.params.get(&k).map(str::to_string) {
                     // Reported parameter: the server told us its (normalised) value.
-                    Some(v) => self.login.desired.set(&k, &v),
-                    None => {
-                        if let Some(v) = self.login.desired.get(&k).map(str::to_string) {
-                            server.params.set(&k, &v);
+                    Some(v) if reported => self.login.desired.set(&k, &v),
+                    _ => {
+                        if let Some(v) = self.login.desired.setting(&k).cloned() {
+                            server.params.set_setting(&k, v);
                         }
-                        if !server.router_set.contains(&k) {
+                        if !server.router_set.iter().any(|n| n.eq_ignore_ascii_case(&k)) {
                             server.router_set.push(k);
                         }
                     }
@@ -604,6 +629,25 @@ impl Session<'_> {
                 r.outstanding.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Applies the session-setting changes of the loan that just ended
+    /// (see [`session_set::settle`]).
+    fn settle_changes(&mut self) {
+        if self.loan_changes.is_empty() {
+            return;
+        }
+        if let Some(server) = self.server.as_mut() {
+            session_set::settle(
+                &self.loan_changes,
+                self.loan_errors > 0,
+                &mut self.login.desired,
+                &self.login.startup,
+                server,
+            );
+            self.desired_fp = self.login.desired.fingerprint();
+        }
+        self.loan_changes.clear();
     }
 
     /// Whether named statements are tracked and moved between server
@@ -651,6 +695,8 @@ impl Session<'_> {
             loan_errors,
             statements,
             splicer,
+            loan_changes,
+            unnamed_changes,
             ..
         } = self;
         let mut to_server = BytesMut::new();
@@ -681,6 +727,15 @@ impl Session<'_> {
                     *loan_queries += 1;
                 }
                 let msg = &client.buf[off..off + n];
+                if matches!(tag, b'Q' | b'P' | b'B') {
+                    note_changes(
+                        msg,
+                        statements,
+                        splicer.is_some(),
+                        loan_changes,
+                        unnamed_changes,
+                    );
+                }
                 if tag == b'Q' && !(statements.is_empty() && server.prepared.is_empty()) {
                     let sql = crate::protocol::parse::cstr(&msg[5..], "Query").map(|(q, _)| q);
                     if let Ok(sql) = sql {
@@ -867,11 +922,19 @@ impl Session<'_> {
                 .server_reset_query
                 .trim()
                 .to_string();
-            if !q.is_empty() && !matches!(server.run_internal(&q, timeout).await, Ok(None)) {
-                return; // dropped: closed
+            if !q.is_empty() {
+                if !matches!(server.run_internal(&q, timeout).await, Ok(None)) {
+                    return; // dropped: closed
+                }
+                // (DISCARD ALL by default: back at the login defaults.)
+                server.forget_settings();
             }
             server.release();
             return;
+        }
+        if !self.loan_changes.is_empty() {
+            // The client left mid-transaction after changing settings.
+            server.params_unknown = true;
         }
         if reset::recover(&mut server, timeout).await {
             server.release();
@@ -897,23 +960,100 @@ fn shutting_down() -> ClientError {
 }
 
 /// The SET/RESET batch that makes `server`'s session match `desired`.
-fn param_sync_sql(desired: &crate::backend::conn::Params, server: &PooledConn) -> String {
+fn param_sync_sql(desired: &Params, server: &PooledConn) -> String {
     let mut sql = String::new();
     for (k, v) in desired.iter() {
-        if server.params.get(k) != Some(v) {
-            sql.push_str(&format!(
+        if server.params.setting(k) == Some(v) {
+            continue;
+        }
+        match v {
+            Setting::Statement(stmt) => {
+                sql.push_str(stmt);
+                sql.push(';');
+            }
+            // Reported parameters are single values; set_config reads the
+            // others as a configuration file would, so `a,b` stays a list.
+            Setting::Value(v) if params::is_client_settable(k) => sql.push_str(&format!(
                 "SET {} = {};",
                 messages::quote_ident(k),
                 messages::quote_literal(v)
-            ));
+            )),
+            Setting::Value(v) => sql.push_str(&format!(
+                "SELECT pg_catalog.set_config({}, {}, false);",
+                messages::quote_literal(k),
+                messages::quote_literal(v)
+            )),
         }
     }
     for k in &server.router_set {
         if desired.get(k).is_none() {
-            sql.push_str(&format!("RESET {};", messages::quote_ident(k)));
+            sql.push_str(&reset_sql(k));
         }
     }
     sql
+}
+
+/// Returns one silent parameter to the session's login default.
+fn reset_sql(name: &str) -> String {
+    if name.eq_ignore_ascii_case("session_authorization") {
+        "SET SESSION AUTHORIZATION DEFAULT;".to_string()
+    } else {
+        format!("RESET {};", messages::quote_ident(name))
+    }
+}
+
+/// Back to the login defaults, whatever a client did to the session's
+/// settings (DISCARD ALL's first steps, keeping prepared statements).
+const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
+
+/// Notes the session-setting changes a client message will make when it
+/// runs: a Query's at once; a statement's when a Bind executes it (a Parse
+/// alone changes nothing). Named statements the router does not track may
+/// run anywhere later, so one that changes settings marks the loan Untracked.
+fn note_changes(
+    msg: &[u8],
+    statements: &ClientStatements,
+    tracked: bool,
+    loan: &mut Vec<Change>,
+    unnamed: &mut Vec<Change>,
+) {
+    use crate::protocol::parse::cstr;
+    let body = msg.get(5..).unwrap_or(&[]);
+    match msg.first() {
+        Some(b'Q') => {
+            if let Ok((sql, _)) = cstr(body, "Query") {
+                session_set::scan(sql, loan);
+            }
+        }
+        Some(b'P') => {
+            let Ok((name, rest)) = cstr(body, "Parse") else {
+                return;
+            };
+            let Ok((sql, _)) = cstr(rest, "Parse") else {
+                return;
+            };
+            if name.is_empty() {
+                unnamed.clear();
+                session_set::scan(sql, unnamed);
+            } else if !tracked && session_set::changes_settings(sql) {
+                loan.push(Change::Untracked);
+            }
+        }
+        Some(b'B') => {
+            let Ok((_, rest)) = cstr(body, "Bind") else {
+                return;
+            };
+            let Ok((name, _)) = cstr(rest, "Bind") else {
+                return;
+            };
+            if name.is_empty() {
+                loan.extend(unnamed.iter().cloned());
+            } else if let Some(st) = statements.get(name).filter(|st| st.changes_settings) {
+                session_set::scan(&st.sql, loan);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A server connection whose first bytes say it is being terminated: a

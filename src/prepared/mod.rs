@@ -38,6 +38,9 @@ pub struct Statement {
     pub param_types: Vec<u32>,
     /// The name it has on server connections.
     pub server_name: Arc<str>,
+    /// Executing it changes session settings (SET, RESET...): the session
+    /// notes what, at each Bind.
+    pub changes_settings: bool,
 }
 
 impl Statement {
@@ -52,6 +55,7 @@ impl Statement {
             sql: sql.into(),
             param_types,
             server_name: format!("pgrouter_{:016x}", h.finish()).into(),
+            changes_settings: crate::frontend::session_set::changes_settings(sql),
         })
     }
 }

@@ -265,13 +265,18 @@ pub fn sasl_response(buf: &mut BytesMut, data: &[u8]) {
     tagged(buf, b'p', |b| b.put_slice(data));
 }
 
-/// Quotes a value as a SQL string literal ('it''s').
+/// Quotes a value as a SQL string literal: 'it''s', E'a\\b'.
 pub fn quote_literal(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
+    let mut out = String::with_capacity(value.len() + 3);
+    // With backslashes, an E'' literal: it means the same whatever the
+    // session's standard_conforming_strings.
+    if value.contains('\\') {
+        out.push('E');
+    }
     out.push('\'');
     for c in value.chars() {
-        if c == '\'' {
-            out.push('\'');
+        if c == '\'' || c == '\\' {
+            out.push(c);
         }
         out.push(c);
     }
@@ -304,6 +309,7 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\b'c"), r"E'a\\b''c'");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }
