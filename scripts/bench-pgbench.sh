@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 POOL_SIZE=${POOL_SIZE:-20}
 CLIENTS=${CLIENTS:-"1 10 100"}
-MODES=${MODES:-"simple extended"}
+MODES=${MODES:-"simple extended"} # and/or prepared
 SCALE=${SCALE:-10}
 # PgBouncer is single-threaded; by default pgrouter gets one session thread
 # too, so the comparison is per thread. ROUTER_WORKERS=0 means one per core.
@@ -93,6 +93,17 @@ max_client_conn = 1000
 logfile = $WORK/pgbouncer.log
 pidfile =
 INI
+# Protocol-level prepared statements in transaction mode came with
+# PgBouncer 1.21 (max_prepared_statements). Older ones (Debian 12 ships
+# 1.18) fail `pgbench -M prepared`, so they run -M extended in that row:
+# the closest thing they can do.
+BOUNCER_VERSION=$(pgbouncer --version 2>/dev/null | awk 'NR == 1 {print $NF}')
+if printf '1.21\n%s\n' "$BOUNCER_VERSION" | sort -V -C; then
+  echo "max_prepared_statements = 200" >> "$WORK/pgbouncer.ini"
+  BOUNCER_PREPARED=prepared
+else
+  BOUNCER_PREPARED=extended
+fi
 echo '"app" "app"' > "$WORK/userlist.txt"
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
 $RUNAS pgbouncer "$WORK/pgbouncer.ini" > /dev/null 2>&1 &
@@ -125,13 +136,17 @@ OUT=bench-results/pgbench.md
   echo "|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 for mode in $MODES; do
+  bmode=$mode
+  [ "$mode" = prepared ] && bmode=$BOUNCER_PREPARED
   for c in $CLIENTS; do
-    read -r b_tps b_cpu < <(run pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$mode" "$c")
+    read -r b_tps b_cpu < <(run pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID" "$bmode" "$c")
     read -r r_tps r_cpu < <(run pgrouter "$ROUTER_PORT" "$ROUTER_PID" "$mode" "$c")
     read -r d_tps _ < <(run direct "$PG_PORT" - "$mode" "$c")
     tps_ratio=$(awk -v a="$r_tps" -v b="$b_tps" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')
     cpu_ratio=$(awk -v a="$r_cpu" -v b="$b_cpu" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')
-    echo "| $mode | $c | $d_tps | $b_tps | $r_tps | $b_cpu | $r_cpu | $tps_ratio | $cpu_ratio |" | tee -a "$OUT"
+    label=$mode
+    [ "$bmode" != "$mode" ] && label="$mode (PgBouncer $BOUNCER_VERSION: $bmode)"
+    echo "| $label | $c | $d_tps | $b_tps | $r_tps | $b_cpu | $r_cpu | $tps_ratio | $cpu_ratio |" | tee -a "$OUT"
   done
 done
 echo
