@@ -805,6 +805,47 @@ async fn silent_settings_follow_each_client() {
     );
 }
 
+/// SQL-level PREPARE in transaction mode: usable within the transaction
+/// (and by the same client while its connection stays), never visible to
+/// another client of the server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepared_statements_stay_with_their_client() {
+    let db = database("sqlprepare");
+    let r = pooler(|c| c.pool.pool_size = 1).await; // one server connection for all
+    let a = connect(&r, &db).await;
+    let b = connect(&r, &db).await;
+    let count_q = "SELECT count(*) FROM pg_prepared_statements WHERE name = 'q'";
+    assert_eq!(
+        first_value(&a, "PREPARE q AS SELECT 'a'; EXECUTE q")
+            .await
+            .as_deref(),
+        Some("a")
+    );
+    assert_eq!(first_value(&a, "EXECUTE q").await.as_deref(), Some("a"));
+    // b neither sees a's statement nor collides with its name.
+    assert_eq!(first_value(&b, count_q).await.as_deref(), Some("0"));
+    b.batch_execute("PREPARE q AS SELECT 'b'")
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(first_value(&b, "EXECUTE q").await.as_deref(), Some("b"));
+    let gone = a.simple_query("EXECUTE q").await;
+    assert_eq!(gone.err().map(|e| code(&e)).as_deref(), Some("26000"));
+    // Not even a failed transaction undoes a PREPARE; still cleaned.
+    assert!(b
+        .batch_execute("BEGIN; PREPARE q2 AS SELECT 2; SELECT 1/0")
+        .await
+        .is_err());
+    b.batch_execute("ROLLBACK")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        first_value(&a, "SELECT count(*) FROM pg_prepared_statements")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_idle_server_connection_is_replaced() {
     let db = database("killed");

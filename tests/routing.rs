@@ -529,3 +529,49 @@ async fn named_statements_are_routed_by_what_they_do() {
         .await;
     assert_eq!(ports_of(raw.until_ready().await), vec![primary, primary]);
 }
+
+/// A session setting made on a replica (SET is a read) follows the client
+/// to the primary for its next write, and back to replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_made_on_a_replica_follow_the_client_to_the_primary() {
+    let (db, r, _) = setup("set_follow").await;
+    primary_sql(
+        &db,
+        "CREATE SCHEMA other; CREATE TABLE other.t (id int, v text); \
+         GRANT USAGE ON SCHEMA other TO app; GRANT ALL ON other.t TO app;",
+    );
+    wait_replicas_caught_up();
+    let c = connect(&r, &db).await;
+    let replicas: HashSet<u16> = replica_ports().into_iter().collect();
+    let p = port_of(
+        &c,
+        "SET search_path = other, public; SELECT inet_server_port()",
+    )
+    .await;
+    // (Batched with other statements, SET goes through sqlparser, which
+    // keeps it on the primary: conservative, and carried all the same.)
+    assert_eq!(p, cluster().primary.port);
+    let c = connect(&r, &db).await;
+    c.batch_execute("SET search_path = other, public")
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    let decisions = r
+        .shared
+        .route_stats
+        .decisions(true, pgrouter::router::RouteReason::Read);
+    assert!(decisions >= 1, "the SET ran on a replica");
+    let p = port_of(
+        &c,
+        "INSERT INTO t VALUES (1, 'x') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(p, cluster().primary.port);
+    assert_eq!(primary_sql(&db, "SELECT count(*) FROM other.t"), "1");
+    wait_replicas_caught_up();
+    assert_eq!(
+        first_value(&c, "SHOW search_path").await.as_deref(),
+        Some("other, public")
+    );
+    let p = port_of(&c, "SELECT inet_server_port() FROM t").await;
+    assert!(replicas.contains(&p), "read ran on {p}");
+}

@@ -131,6 +131,9 @@ pub struct ServerConn {
     /// A client changed session settings in a way the router could not
     /// follow: reset (RESET ALL, session authorization) before reuse.
     pub params_unknown: bool,
+    /// The client that ran SQL-level PREPARE here: its statements are
+    /// deallocated before another client uses the connection.
+    pub sql_prepared_by: Option<u64>,
     pub tracker: ResponseTracker,
     pub created: Instant,
     /// Reaper ticks spent idle in the pool since last use.
@@ -155,6 +158,7 @@ impl ServerConn {
             params: Params::default(),
             router_set: Vec::new(),
             params_unknown: false,
+            sql_prepared_by: None,
             tracker: ResponseTracker::new(max_message),
             created: Instant::now(),
             idle_ticks: 0,

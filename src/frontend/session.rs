@@ -509,19 +509,8 @@ impl Session<'_> {
         &mut self,
         mut server: PooledConn,
     ) -> Result<Result<(), BackendError>, ClientError> {
-        if server.params_unknown {
-            let timeout = self.shared.config().server.server_reset_timeout.get();
-            match server.run_internal(RESET_SESSION, timeout).await {
-                Ok(None) => server.forget_settings(),
-                Ok(Some(err)) => {
-                    server.broken = true;
-                    return Ok(Err(BackendError::Refused {
-                        target: server.target.to_string(),
-                        fields: err,
-                    }));
-                }
-                Err(e) => return Ok(Err(e)),
-            }
+        if let Err(e) = self.clean_for_me(&mut server).await {
+            return Ok(Err(e));
         }
         if server.synced_fp != self.desired_fp {
             if let Err(e) = self.sync_params(&mut server).await? {
@@ -534,6 +523,40 @@ impl Session<'_> {
             .attach(&server.target, server.pid, server.secret);
         self.server = Some(server);
         Ok(Ok(()))
+    }
+
+    /// Undoes what an earlier client left on the server session that the
+    /// router could not carry or must not show: settings changed in ways it
+    /// could not follow, and SQL-level prepared statements of another client.
+    async fn clean_for_me(&self, server: &mut PooledConn) -> Result<(), BackendError> {
+        let me = self.login.key.slot.client.id;
+        let foreign_statements = server.sql_prepared_by.is_some_and(|owner| owner != me);
+        if !foreign_statements && !server.params_unknown {
+            return Ok(());
+        }
+        let mut sql = String::new();
+        if foreign_statements {
+            sql.push_str("DEALLOCATE ALL;");
+        }
+        if server.params_unknown {
+            sql.push_str(RESET_SESSION);
+        }
+        let timeout = self.shared.config().server.server_reset_timeout.get();
+        if let Some(err) = server.run_internal(&sql, timeout).await? {
+            server.broken = true;
+            return Err(BackendError::Refused {
+                target: server.target.to_string(),
+                fields: err,
+            });
+        }
+        if foreign_statements {
+            server.prepared.clear();
+            server.sql_prepared_by = None;
+        }
+        if server.params_unknown {
+            server.forget_settings();
+        }
+        Ok(())
     }
 
     /// Sends the SET/RESET batch that makes the server session match the
@@ -641,6 +664,7 @@ impl Session<'_> {
             session_set::settle(
                 &self.loan_changes,
                 self.loan_errors > 0,
+                self.login.key.slot.client.id,
                 &mut self.login.desired,
                 &self.login.startup,
                 server,
@@ -933,8 +957,12 @@ impl Session<'_> {
             return;
         }
         if !self.loan_changes.is_empty() {
-            // The client left mid-transaction after changing settings.
+            // The client left mid-transaction after changing settings or
+            // preparing statements: clean before anyone else uses them.
             server.params_unknown = true;
+            if self.loan_changes.contains(&Change::SqlPrepare) {
+                server.sql_prepared_by = Some(self.login.key.slot.client.id);
+            }
         }
         if reset::recover(&mut server, timeout).await {
             server.release();

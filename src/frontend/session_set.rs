@@ -25,6 +25,11 @@ pub enum Change {
     ResetAll { discard: bool },
     /// ROLLBACK / ABORT: changes in the same transaction may be undone.
     Rollback,
+    /// SQL-level `PREPARE`: the statement stays on this server connection
+    /// (not transactional), kept from other clients.
+    SqlPrepare,
+    /// `DEALLOCATE [PREPARE] ALL`.
+    DeallocateAll,
     /// A change the router cannot follow (`SET SESSION CHARACTERISTICS`,
     /// `set_config(..., false)`): the server connection is reset after use.
     Untracked,
@@ -127,6 +132,15 @@ pub fn statement(stmt: &str) -> Option<Change> {
     } else if is(first, "discard") {
         let (w, tail) = word(rest);
         (is(w, "all") && skip_blank(tail).is_empty()).then_some(Change::ResetAll { discard: true })
+    } else if is(first, "prepare") {
+        let (w, _) = word(rest);
+        (!is(w, "transaction")).then_some(Change::SqlPrepare)
+    } else if is(first, "deallocate") {
+        let (mut w, mut tail) = word(rest);
+        if is(w, "prepare") {
+            (w, tail) = word(tail);
+        }
+        (is(w, "all") && skip_blank(tail).is_empty()).then_some(Change::DeallocateAll)
     } else if is(first, "rollback") || is(first, "abort") {
         // ROLLBACK PREPARED ends another transaction; harmless to count.
         Some(Change::Rollback)
@@ -271,6 +285,7 @@ fn survives_reset_all(name: &str) -> bool {
 pub fn settle(
     changes: &[Change],
     failed: bool,
+    client_id: u64,
     desired: &mut Params,
     startup: &Params,
     server: &mut ServerConn,
@@ -278,8 +293,24 @@ pub fn settle(
     if changes.is_empty() {
         return;
     }
+    // PREPARE and DEALLOCATE are not undone by a rollback.
+    for c in changes {
+        match c {
+            Change::SqlPrepare => server.sql_prepared_by = Some(client_id),
+            Change::DeallocateAll | Change::ResetAll { discard: true } => {
+                server.sql_prepared_by = None
+            }
+            _ => {}
+        }
+    }
+    let changes_settings = |c: &Change| {
+        !matches!(
+            c,
+            Change::Rollback | Change::SqlPrepare | Change::DeallocateAll
+        )
+    };
     if failed || changes.contains(&Change::Rollback) {
-        if changes.iter().any(|c| *c != Change::Rollback) {
+        if changes.iter().any(changes_settings) {
             server.params_unknown = true;
         }
         return;
@@ -416,6 +447,14 @@ mod tests {
             Some(Change::Reset("timezone".into()))
         );
         assert_eq!(one("ROLLBACK"), Some(Change::Rollback));
+        assert_eq!(
+            one("PREPARE q (int) AS SELECT $1"),
+            Some(Change::SqlPrepare)
+        );
+        assert_eq!(one("PREPARE TRANSACTION 'x'"), None);
+        assert_eq!(one("DEALLOCATE PREPARE ALL"), Some(Change::DeallocateAll));
+        assert_eq!(one("deallocate all"), Some(Change::DeallocateAll));
+        assert_eq!(one("DEALLOCATE q"), None);
         assert_eq!(one("abort"), Some(Change::Rollback));
     }
 

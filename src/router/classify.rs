@@ -4,8 +4,9 @@
 //! The rule is fail-closed: a statement is READ only when it is provably a
 //! read. Anything sqlparser cannot parse, anything unknown, is WRITE.
 //! READ means: SELECT/VALUES/TABLE/SHOW/EXPLAIN (without ANALYZE of a
-//! write), COPY ... TO, and transaction-control statements that start a
-//! READ ONLY transaction, provided the statement has
+//! write), COPY ... TO, SET/RESET of session settings (not of transaction
+//! modes), and transaction-control statements that start a READ ONLY
+//! transaction, provided the statement has
 //! - no locking clause (FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE),
 //! - no SELECT INTO,
 //! - no data-modifying CTE (WITH x AS (INSERT ...)),
@@ -370,6 +371,13 @@ fn keyword_fast_path(sql: &str) -> Option<Classification> {
             Some(Classification::read(Reason::Read))
         }
         "SHOW" => Some(Classification::read(Reason::Read)),
+        // Session settings write nothing, and pgrouter carries them to the
+        // client's next server connections wherever they ran
+        // (frontend::session_set). Not transaction modes: a standby refuses
+        // `SET transaction_read_only = off` and its relatives.
+        "SET" | "RESET" if !rest.to_ascii_lowercase().contains("transaction") => {
+            Some(Classification::read(Reason::Read))
+        }
         _ => None,
     }
 }
