@@ -60,6 +60,9 @@ async fn run_driver(name: &str, mut cmd: Command, max_prepared: usize) {
         c.routing.consistency_scope = pgrouter::config::ConsistencyScope::User;
     })
     .await;
+    let stats = &pgrouter::prepared::cache::STATS;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (hits0, evictions0) = (load(&stats.hits), load(&stats.evictions));
     cmd.env("DATABASE_URL", url(&r, &db))
         .env("WORKERS", WORKERS.to_string())
         .env("ROUNDS", ROUNDS.to_string())
@@ -85,6 +88,16 @@ async fn run_driver(name: &str, mut cmd: Command, max_prepared: usize) {
         primary_sql(&db, "SELECT count(*), count(DISTINCT id) FROM items"),
         format!("{rows}|{rows}")
     );
+    // Statements were reused on server connections, and with a small cache
+    // evicted. (The counters are process-wide, shared with the other
+    // driver tests of this binary: a lower bound on what this one did.)
+    assert!(load(&stats.hits) > hits0, "{name}: no statement reused");
+    if max_prepared < 5 {
+        assert!(
+            load(&stats.evictions) > evictions0,
+            "{name}: nothing evicted"
+        );
+    }
     // Reads outside transactions ran on replicas, prepared there by the
     // router: named statements compose with routing.
     let on_replicas = r

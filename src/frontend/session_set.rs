@@ -39,7 +39,7 @@ pub enum Change {
 /// statements, or one Parse) makes. Cheap for everything else: a look at
 /// each statement's first word, and one substring search.
 pub fn scan(sql: &str, out: &mut Vec<Change>) {
-    if contains_ignore_case(sql, "set_config") {
+    if mentions_set_config(sql) {
         out.push(Change::Untracked);
     }
     // Splitting at every ';' may cut a string literal: a fragment then
@@ -60,10 +60,17 @@ pub fn changes_settings(sql: &str) -> bool {
     !v.is_empty()
 }
 
-fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// Whether `set_config` appears, in any case. Runs on every Query: looks
+/// closer only at underscores.
+fn mentions_set_config(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'_'
+            && i >= 3
+            && b[i - 3..i].eq_ignore_ascii_case(b"set")
+            && b.get(i + 1..i + 7)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"config"))
+    })
 }
 
 /// Skips whitespace and comments.
@@ -474,6 +481,15 @@ mod tests {
             one("SELECT pg_catalog.set_config('app.x', '1', false)"),
             Some(Change::Untracked)
         );
+        assert_eq!(
+            one("select SET_CONFIG('a.b', 'c', false)"),
+            Some(Change::Untracked)
+        );
+        assert_eq!(
+            one("SELECT set_configuration FROM _config"),
+            Some(Change::Untracked)
+        );
+        assert_eq!(one("SELECT my_set_conf, _config FROM set_"), None);
         let mut v = Vec::new();
         scan("BEGIN; SET search_path = a; COMMIT", &mut v);
         assert_eq!(

@@ -366,5 +366,21 @@ fn routing(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
         &[],
         [(vec![], CACHE.misses.load(Ordering::Relaxed))],
     )?;
+    let prepared = &crate::prepared::cache::STATS;
+    f.counter(
+        "pgrouter_prepared_statements_total",
+        "Uses of clients' named statements by whether the server connection had it (hit) or pgrouter prepared it there (prepared).",
+        &["result"],
+        [
+            (vec!["hit"], prepared.hits.load(Ordering::Relaxed)),
+            (vec!["prepared"], prepared.prepares.load(Ordering::Relaxed)),
+        ],
+    )?;
+    f.counter(
+        "pgrouter_prepared_statement_evictions_total",
+        "Statements closed on a server connection to stay within max_prepared_statements.",
+        &[],
+        [(vec![], prepared.evictions.load(Ordering::Relaxed))],
+    )?;
     Ok(())
 }

@@ -2,7 +2,24 @@
 
 use super::Statement;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// Process-wide counters (for metrics): how often a server connection
+/// already had the statement a client used, had to prepare it, or closed
+/// one to make room.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub prepares: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+pub static STATS: CacheStats = CacheStats {
+    hits: AtomicU64::new(0),
+    prepares: AtomicU64::new(0),
+    evictions: AtomicU64::new(0),
+};
 
 /// Server-side statements of one connection, by server name.
 #[derive(Debug)]
@@ -40,8 +57,10 @@ impl ServerStatements {
         if let Some((have, used)) = self.map.get_mut(&stmt.server_name) {
             if have.sql == stmt.sql && have.param_types == stmt.param_types {
                 *used = tick;
+                STATS.hits.fetch_add(1, Ordering::Relaxed);
                 return Ensure::Present;
             }
+            STATS.prepares.fetch_add(1, Ordering::Relaxed);
             // Same name, other statement: replace it.
             let name = stmt.server_name.clone();
             self.map.insert(name.clone(), (stmt.clone(), tick));
@@ -55,6 +74,7 @@ impl ServerStatements {
                 .map(|(n, _)| n.clone());
             if let Some(n) = &oldest {
                 self.map.remove(n);
+                STATS.evictions.fetch_add(1, Ordering::Relaxed);
             }
             oldest
         } else {
@@ -62,6 +82,7 @@ impl ServerStatements {
         };
         self.map
             .insert(stmt.server_name.clone(), (stmt.clone(), tick));
+        STATS.prepares.fetch_add(1, Ordering::Relaxed);
         Ensure::Prepare { evict }
     }
 
