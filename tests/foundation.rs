@@ -661,9 +661,19 @@ async fn each_client_keeps_its_own_session_parameters() {
         .batch_execute("SET TimeZone = 'America/New_York'")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    let noon = "SELECT '2026-06-01 12:00:00+00'::timestamptz::text";
     for _ in 0..3 {
         assert_eq!(show(&tokyo).await, "Asia/Tokyo");
         assert_eq!(show(&plain).await, "America/New_York");
+        // Each sees times in its own zone, on the one shared connection.
+        assert_eq!(
+            first_value(&tokyo, noon).await.as_deref(),
+            Some("2026-06-01 21:00:00+09")
+        );
+        assert_eq!(
+            first_value(&plain, noon).await.as_deref(),
+            Some("2026-06-01 08:00:00-04")
+        );
     }
 }
 
