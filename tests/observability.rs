@@ -116,7 +116,18 @@ async fn metrics_match_known_traffic() {
     let third = try_connect(&r, &db).await;
     assert_eq!(third.err().map(|e| code(&e)).as_deref(), Some("53300"));
 
-    let page = metrics_page(r.http_addr).await;
+    // The client sees its last ReadyForQuery before the router has put the
+    // server connection back (it records the write position after a
+    // write): wait until both clients show idle.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = metrics_page(r.http_addr).await;
+        let idle = must(&page, "pgrouter_clients", &[("tenant", "acme"), ("state", "idle")]);
+        if idle == 2.0 || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let acme = |route, outcome| {
         must(
             &page,
