@@ -44,6 +44,8 @@ pub enum AppError {
     Workers(std::io::Error),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A configured user, with what login and server connections need precomputed.
@@ -112,6 +114,9 @@ pub struct Shared {
     /// Tasks that tell over-limit clients why they are refused.
     pub overflow_slots: Arc<Semaphore>,
     client_ids: AtomicU64,
+    /// Client TLS (`[tls]`); rebuilt by each reload, so renewed certificate
+    /// files are picked up.
+    tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     pub metrics: Arc<Metrics>,
     /// Start time, seconds since the Unix epoch (a metric).
     pub started_unix: f64,
@@ -152,7 +157,9 @@ impl Shared {
         );
         let function_rules = ArcSwap::from_pointee(rules_from(&config, &HashMap::new()));
         let users = ArcSwap::from_pointee(users_of(&config));
+        let tls = crate::tls::acceptor(&config.tls)?.map(Arc::new);
         Ok(Self {
+            tls: arc_swap::ArcSwapOption::new(tls),
             tenants: ArcSwap::from_pointee(Tenants::new(&config, &metrics)),
             pool_settings: Arc::new(ArcSwap::from_pointee(pool_settings_of(&config))),
             metrics,
@@ -269,6 +276,15 @@ impl Shared {
     /// Every tenant of the running configuration.
     pub fn tenants(&self) -> Arc<Tenants> {
         self.tenants.load_full()
+    }
+
+    /// The client TLS acceptor, when `[tls] mode` is not "disable".
+    pub fn tls(&self) -> Option<Arc<tokio_rustls::TlsAcceptor>> {
+        self.tls.load_full()
+    }
+
+    pub fn set_tls(&self, tls: Option<tokio_rustls::TlsAcceptor>) {
+        self.tls.store(tls.map(Arc::new));
     }
 
     pub fn next_client_id(&self) -> u64 {

@@ -36,3 +36,4 @@ pub mod reload;
 pub mod router;
 pub mod shutdown;
 pub mod tenant;
+pub mod tls;

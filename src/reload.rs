@@ -35,6 +35,8 @@ pub enum ReloadError {
     NoSource,
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What a reload did.
@@ -141,6 +143,9 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
     // The merged config must hold together too (a tenant pool_size over
     // the kept server cap, say).
     new.validate()?;
+    // Read the certificate files again even if the paths did not change
+    // (a renewal); a bad file refuses the whole reload.
+    let tls = crate::tls::acceptor(&new.tls)?;
     new.source = Some(path);
     let kept = new.flat();
     result.changed = kept
@@ -155,6 +160,7 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
         )
         .filter(|k| !restart_only(k))
         .collect();
+    shared.set_tls(tls);
     shared.apply(new);
     Ok(result)
 }

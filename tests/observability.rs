@@ -122,7 +122,11 @@ async fn metrics_match_known_traffic() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let page = loop {
         let page = metrics_page(r.http_addr).await;
-        let idle = must(&page, "pgrouter_clients", &[("tenant", "acme"), ("state", "idle")]);
+        let idle = must(
+            &page,
+            "pgrouter_clients",
+            &[("tenant", "acme"), ("state", "idle")],
+        );
         if idle == 2.0 || Instant::now() > deadline {
             break page;
         }

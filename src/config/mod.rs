@@ -174,6 +174,20 @@ impl Config {
         }
         self.validate_lag()?;
         self.validate_admin()?;
+        if self.tls.mode != TlsMode::Disable {
+            if self.tls.cert.is_none() {
+                return Err(invalid(
+                    "tls.cert",
+                    "is required unless tls.mode = \"disable\"",
+                ));
+            }
+            if self.tls.key.is_none() {
+                return Err(invalid(
+                    "tls.key",
+                    "is required unless tls.mode = \"disable\"",
+                ));
+            }
+        }
         self.validate_tenants()
     }
 

@@ -28,9 +28,34 @@ pub struct Config {
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// The file this was loaded from (RELOAD and SIGHUP read it again).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
+}
+
+/// TLS for clients (docs/security.md).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// SSLRequest is answered 'N': plaintext only.
+    #[default]
+    Disable,
+    /// TLS for clients that ask for it, plaintext for the others.
+    Allow,
+    /// Plaintext clients are refused (28000); cancel requests excepted.
+    Require,
 }
 
 /// The admin console: `psql -U <admin user> pgrouter` (docs/observability.md).

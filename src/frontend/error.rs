@@ -18,13 +18,16 @@ pub enum ClientError {
     Fatal { code: String, message: String },
     #[error("client did not complete login within {0} ms")]
     LoginTimeout(u128),
+    /// The TLS handshake failed: nothing can be said in plaintext.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 impl ClientError {
     /// The (SQLSTATE, message) to send as a FATAL ErrorResponse, if any.
     pub fn response(&self) -> Option<(&str, String)> {
         match self {
-            ClientError::Gone(_) => None,
+            ClientError::Gone(_) | ClientError::Tls(_) => None,
             ClientError::Protocol(e) => {
                 Some((sqlstate::PROTOCOL_VIOLATION, format!("pgrouter: {e}")))
             }

@@ -11,6 +11,7 @@ use crate::auth::scram::{ScramServer, Verifier, MECHANISM};
 use crate::auth::{md5, AuthError};
 use crate::backend::conn::Params;
 use crate::config::AuthMethod;
+use crate::config::TlsMode;
 use crate::pool::{Pool, PoolError};
 use crate::protocol::parse::{self, StartupPacket};
 use crate::protocol::{messages, sqlstate};
@@ -51,12 +52,21 @@ pub async fn login(
     over_limit: bool,
     id: u64,
 ) -> Result<Outcome, ClientError> {
+    let tls = shared.tls();
+    // Direct TLS (PostgreSQL 17 `sslnegotiation=direct`): a ClientHello
+    // where a startup packet would be.
+    if client.starts_with_tls().await? {
+        let Some(acceptor) = &tls else {
+            return Err(ClientError::Tls(std::io::Error::other(
+                "direct TLS but tls.mode = \"disable\"",
+            )));
+        };
+        client.start_tls(acceptor, true).await?;
+    }
     let startup = loop {
         let packet = client.read_startup().await?;
         match parse::startup_packet(&packet)? {
-            // No TLS yet: 'N' tells libpq to continue in plaintext (or give up
-            // if the client requires TLS).
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+            request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
                 if !client.buf.is_empty() {
                     // Bytes pipelined after SSLRequest would be a plaintext
                     // injection (CVE-2021-23222 class): refuse.
@@ -65,7 +75,16 @@ pub async fn login(
                         "pgrouter: unexpected data after SSL/GSS request",
                     ));
                 }
-                client.write_all(b"N").await?;
+                let ssl = matches!(request, StartupPacket::SslRequest);
+                match (&tls, ssl && !client.is_tls()) {
+                    (Some(acceptor), true) => {
+                        client.write_all(b"S").await?;
+                        client.start_tls(acceptor, false).await?;
+                    }
+                    // 'N': continue in plaintext (or the client gives up
+                    // if it requires TLS). No GSSAPI encryption.
+                    _ => client.write_all(b"N").await?,
+                }
             }
             StartupPacket::Cancel { pid, secret } => {
                 let timeout = shared.config().server.server_connect_timeout.get();
@@ -75,6 +94,13 @@ pub async fn login(
             StartupPacket::Startup(s) => break s,
         }
     };
+    if !client.is_tls() && shared.config().tls.mode == TlsMode::Require {
+        // As PostgreSQL's hostssl rules answer a plaintext login.
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "pgrouter: TLS is required (tls.mode = \"require\"); connect with sslmode=require",
+        ));
+    }
     if over_limit {
         return Err(ClientError::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,

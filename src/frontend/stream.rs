@@ -1,30 +1,94 @@
-//! The client socket. It exposes whole messages and raw writes of
-//! router-encoded or server-forwarded bytes, never unframed client bytes.
+//! The client socket, plaintext or TLS. It exposes whole messages and raw
+//! writes of router-encoded or server-forwarded bytes, never unframed
+//! client bytes.
 
 use super::ClientError;
 use crate::protocol::framing;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Between the two, during a handshake (or after it failed).
+    Closed,
+}
 
 pub struct ClientStream {
-    stream: TcpStream,
+    transport: Transport,
+    peer: Option<std::net::SocketAddr>,
     /// Bytes read from the client, not yet handled.
     pub buf: BytesMut,
     pub max_message: usize,
 }
 
+/// A TLS record of type handshake: what a ClientHello starts with.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 impl ClientStream {
     pub fn new(stream: TcpStream, max_message: usize) -> Self {
         Self {
-            stream,
+            peer: stream.peer_addr().ok(),
+            transport: Transport::Plain(stream),
             buf: BytesMut::with_capacity(8 * 1024),
             max_message,
         }
     }
 
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
-        self.stream.peer_addr().ok()
+        self.peer
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.transport, Transport::Tls(_))
+    }
+
+    /// Whether the client opened with a TLS ClientHello (direct TLS) rather
+    /// than a startup packet. Looks without consuming.
+    pub async fn starts_with_tls(&mut self) -> Result<bool, ClientError> {
+        let Transport::Plain(tcp) = &self.transport else {
+            return Ok(false);
+        };
+        if !self.buf.is_empty() {
+            return Ok(self.buf[0] == TLS_HANDSHAKE);
+        }
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first).await {
+            Ok(0) => Err(ClientError::Gone(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => Ok(first[0] == TLS_HANDSHAKE),
+            Err(e) => Err(ClientError::Gone(e)),
+        }
+    }
+
+    /// Runs the TLS handshake on the plaintext socket. `direct`: the client
+    /// skipped SSLRequest, so it must have negotiated ALPN "postgresql"
+    /// (as PostgreSQL 17 requires, against cross-protocol attacks).
+    pub async fn start_tls(
+        &mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+        direct: bool,
+    ) -> Result<(), ClientError> {
+        let tcp = match std::mem::replace(&mut self.transport, Transport::Closed) {
+            Transport::Plain(tcp) => tcp,
+            other => {
+                self.transport = other;
+                return Err(ClientError::fatal(
+                    crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+                    "pgrouter: TLS requested twice",
+                ));
+            }
+        };
+        let tls = acceptor.accept(tcp).await.map_err(ClientError::Tls)?;
+        if direct && tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
+            return Err(ClientError::Tls(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "direct TLS without ALPN \"postgresql\"",
+            )));
+        }
+        self.transport = Transport::Tls(Box::new(tls));
+        Ok(())
     }
 
     /// Reads more bytes. EOF is `ClientError::Gone`. Cancel-safe.
@@ -32,7 +96,12 @@ impl ClientStream {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(8 * 1024);
         }
-        match self.stream.read_buf(&mut self.buf).await {
+        let r = match &mut self.transport {
+            Transport::Plain(s) => s.read_buf(&mut self.buf).await,
+            Transport::Tls(s) => s.read_buf(&mut self.buf).await,
+            Transport::Closed => Ok(0),
+        };
+        match r {
             Ok(0) => Err(ClientError::Gone(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => Ok(n),
             Err(e) => Err(ClientError::Gone(e)),
@@ -40,10 +109,16 @@ impl ClientStream {
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(ClientError::Gone)
+        let r = match &mut self.transport {
+            Transport::Plain(s) => s.write_all(bytes).await,
+            // rustls buffers records: flush so the bytes leave now.
+            Transport::Tls(s) => match s.write_all(bytes).await {
+                Ok(()) => s.flush().await,
+                Err(e) => Err(e),
+            },
+            Transport::Closed => Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        r.map_err(ClientError::Gone)
     }
 
     /// Length of the complete message at the front of the buffer, if any.
