@@ -29,8 +29,13 @@ if ! command -v pgbouncer >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 fi
-cargo build --release --quiet
-BIN=$PWD/target/release/pgrouter
+# PGROUTER_BIN: measure a given binary (A/B against another commit's build).
+if [ -n "${PGROUTER_BIN:-}" ]; then
+  BIN=$PGROUTER_BIN
+else
+  cargo build --release --quiet
+  BIN=$PWD/target/release/pgrouter
+fi
 PGBIN=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | tail -1)
 WORK=$(mktemp -d /tmp/pgrouter-bench.XXXXXX)
 chmod 755 "$WORK"
