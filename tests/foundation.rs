@@ -795,6 +795,11 @@ async fn silent_settings_follow_each_client() {
     assert_eq!(v(&b, "SHOW search_path").await, default_path);
     assert_eq!(v(&plain, "SELECT v FROM t").await, "a");
 
+    // Endless SETs in one transaction: noted as "reset the connection".
+    let many: String = (0..300).map(|i| format!("SET app.n = '{i}';")).collect();
+    run(&a, &format!("BEGIN;{many}COMMIT")).await;
+    assert_eq!(v(&b, "SELECT current_setting('app.n', true)").await, "");
+
     // A startup search_path is a list, as PostgreSQL reads it.
     let port = r.addr.port();
     let listed = connect_url(&format!(

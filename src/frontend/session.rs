@@ -751,7 +751,9 @@ impl Session<'_> {
                     *loan_queries += 1;
                 }
                 let msg = &client.buf[off..off + n];
-                if matches!(tag, b'Q' | b'P' | b'B') {
+                // (A pinned session keeps its server connection, and its
+                // settings with it, until server_reset_query.)
+                if stop_when_idle && matches!(tag, b'Q' | b'P' | b'B') {
                     note_changes(
                         msg,
                         statements,
@@ -1082,7 +1084,20 @@ fn note_changes(
         }
         _ => {}
     }
+    if loan.len() > MAX_NOTED_CHANGES {
+        // A transaction of endless SETs: remember only that the connection
+        // needs a reset (the client keeps the settings it had).
+        let prepared = loan.contains(&Change::SqlPrepare);
+        loan.clear();
+        loan.push(Change::Untracked);
+        if prepared {
+            loan.push(Change::SqlPrepare);
+        }
+    }
 }
+
+/// Bound on the session-setting changes noted in one loan.
+const MAX_NOTED_CHANGES: usize = 256;
 
 /// A server connection whose first bytes say it is being terminated: a
 /// FATAL 57P01-57P03 error (admin shutdown, crash shutdown, cannot connect
