@@ -72,6 +72,10 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::Check) => match Config::load(&cli.config) {
             Ok(c) => {
+                // The certificate and key must load, as at start.
+                if let Err(e) = pgrouter::tls::acceptor(&c.tls) {
+                    return fail(e);
+                }
                 for w in c.warnings() {
                     eprintln!("warning: {w}");
                 }

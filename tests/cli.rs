@@ -46,6 +46,25 @@ fn check_names_the_offending_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("server.lisen"), "{stderr}");
+    // A TLS certificate that does not load fails the check, as the start.
+    let tls = dir.join("tls.toml");
+    std::fs::write(
+        &tls,
+        "[[users]]\nname = \"a\"\npassword = \"b\"\n[primary]\n\
+         [tls]\nmode = \"require\"\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = pgrouter()
+        .args(["check", "--config"])
+        .arg(&tls)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tls.cert /nonexistent/cert.pem"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
