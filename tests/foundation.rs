@@ -991,6 +991,7 @@ async fn server_logins_with_md5_cleartext_and_trust() {
                 auth: pgrouter::config::AuthMethod::Trust,
                 server_user: None,
                 server_password: pw.map(str::to_string),
+                allow: Vec::new(),
             });
         }
     })

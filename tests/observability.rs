@@ -1017,6 +1017,7 @@ async fn reload_under_load_applies_limits_and_loses_no_transaction() {
         // Another role, so pg_stat_activity tells acme's connections apart.
         server_user: Some(RAW_USER.into()),
         server_password: Some(RAW_PASSWORD.into()),
+        allow: Vec::new(),
     });
     file.lag.max_lag = pgrouter::config::HumanDuration::from_millis(2500);
     file.server.log_slow_transactions = pgrouter::config::HumanDuration::from_millis(750);

@@ -70,6 +70,7 @@ fn with_users(c: &mut Config) {
             auth: AuthMethod::ScramSha256,
             server_user: None,
             server_password: None,
+            allow: Vec::new(),
         });
     }
 }
@@ -635,4 +636,56 @@ async fn min_pool_size_keeps_connections_warm() {
     }
     println!("warm connections: {n} after {:?}", t.elapsed());
     assert_eq!(n, 3);
+}
+
+/// `allow` rules on a user and on a tenant: an address no rule admits gets
+/// 28000 before authenticating, with the same message for an unknown user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_rules_refuse_other_networks_alike_for_unknown_users() {
+    let db = database("allow");
+    let refused = |e: Result<tokio_postgres::Client, tokio_postgres::Error>| -> String {
+        match e {
+            Ok(_) => panic!("admitted from 127.0.0.1"),
+            Err(e) => describe(&e),
+        }
+    };
+    // The user's own rule.
+    let r = router(|c| {
+        c.users[0].allow = vec!["10.0.0.0/8".into(), "192.0.2.1".into()];
+    })
+    .await;
+    let msg = refused(try_connect(&r, &db).await);
+    assert_eq!(
+        msg,
+        format!("28000: pgrouter: no allow rule admits host \"127.0.0.1\" for user \"{USER}\", database \"{db}\"")
+    );
+    // A wrong password gets the same answer (nothing is checked before).
+    let wrong = format!("postgres://{USER}:nope@127.0.0.1:{}/{db}", r.addr.port());
+    assert_eq!(refused(connect_url(&wrong).await), msg);
+    // A tenant's rule, for its users and for names it would take in.
+    let r = router(|c| {
+        c.users[0].allow = vec!["127.0.0.0/8".into()];
+        c.tenants.insert(
+            "default".into(),
+            pgrouter::config::TenantConfig {
+                allow: vec!["203.0.113.0/24".into()],
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let msg = refused(try_connect(&r, &db).await);
+    assert!(
+        msg.starts_with("28000: pgrouter: no allow rule admits host"),
+        "{msg}"
+    );
+    let ghost = format!("postgres://ghost:x@127.0.0.1:{}/{db}", r.addr.port());
+    assert_eq!(
+        refused(connect_url(&ghost).await),
+        msg.replace(&format!("user \"{USER}\""), "user \"ghost\"")
+    );
+    // Admitted: the router serves as usual.
+    let r = router(|c| c.users[0].allow = vec!["127.0.0.1/32".into(), "::1".into()]).await;
+    let c = connect(&r, &db).await;
+    assert_eq!(first_value(&c, "SELECT 1").await.as_deref(), Some("1"));
 }

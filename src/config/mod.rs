@@ -174,6 +174,25 @@ impl Config {
         }
         self.validate_lag()?;
         self.validate_admin()?;
+        let rules = self
+            .users
+            .iter()
+            .enumerate()
+            .flat_map(|(i, u)| {
+                u.allow
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, r)| (format!("users[{i}].allow[{j}]"), r))
+            })
+            .chain(self.tenants.iter().flat_map(|(name, t)| {
+                t.allow
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, r)| (format!("tenants.{name}.allow[{j}]"), r))
+            }));
+        for (key, rule) in rules {
+            crate::auth::allow::Cidr::parse(rule).map_err(|e| invalid(key, e))?;
+        }
         if self.tls.mode != TlsMode::Disable {
             if self.tls.cert.is_none() {
                 return Err(invalid(

@@ -100,6 +100,10 @@ pub struct TenantConfig {
     /// Databases that belong to this tenant (for users no tenant lists).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<String>,
+    /// Client addresses admitted for this tenant's users ("10.0.0.0/8");
+    /// empty: any. A user's own `allow` must admit the address too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
     /// Server connections per backend for this tenant (default: pool.pool_size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<usize>,
@@ -371,6 +375,9 @@ pub struct UserConfig {
     /// Password for the server login (default: `password` when it is plaintext).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_password: Option<String>,
+    /// Client addresses admitted ("10.0.0.0/8", "::1"); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

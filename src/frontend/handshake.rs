@@ -117,6 +117,12 @@ pub async fn login(
             ClientError::Refused("no PostgreSQL user name specified in startup packet".into())
         })?
         .to_string();
+    admit_address(
+        client,
+        shared,
+        &user_name,
+        startup.get("database").unwrap_or(&user_name),
+    )?;
     if startup
         .get("replication")
         .is_some_and(|v| v != "false" && v != "0" && v != "off")
@@ -204,6 +210,41 @@ pub async fn login(
         tenant,
         _tenant_slot: tenant_slot,
     })))
+}
+
+/// Network rules (`allow` of the user, and of its tenant): checked before
+/// authentication, with one message whether or not the user exists (an
+/// unknown name meets the rules of the tenant it would belong to).
+fn admit_address(
+    client: &ClientStream,
+    shared: &Shared,
+    user: &str,
+    database: &str,
+) -> Result<(), ClientError> {
+    let Some(ip) = client.peer().map(|p| p.ip()) else {
+        return Ok(());
+    };
+    let config = shared.config();
+    let tenant = shared.tenants().resolve(user, database).name.clone();
+    let user_rules = config
+        .users
+        .iter()
+        .find(|u| u.name == user)
+        .map(|u| &u.allow);
+    let tenant_rules = config.tenants.get(&*tenant).map(|t| &t.allow);
+    if [user_rules, tenant_rules]
+        .into_iter()
+        .flatten()
+        .all(|rules| crate::auth::allow::admits(rules, ip))
+    {
+        return Ok(());
+    }
+    Err(ClientError::fatal(
+        sqlstate::INVALID_AUTHORIZATION,
+        format!(
+            "pgrouter: no allow rule admits host \"{ip}\" for user \"{user}\", database \"{database}\""
+        ),
+    ))
 }
 
 /// Opens the admin console for an authenticated user, or refuses a
