@@ -5,11 +5,9 @@
 // Prints "ok <rows>" or exits non-zero with a reason.
 'use strict';
 const { Client } = require('pg');
+const { T0, check, expectError, runWorkers, report, run } = require('./common');
 
 const URL = process.env.DATABASE_URL;
-const WORKERS = Number(process.env.WORKERS || 8);
-const ROUNDS = Number(process.env.ROUNDS || 30);
-const T0 = Date.UTC(2026, 0, 2, 3, 4, 5);
 
 const insert = (values) => ({
   name: 'insert-item',
@@ -21,20 +19,6 @@ const select = (id) => ({
   text: 'SELECT id, worker, name, price, at, flag, blob, note, doc FROM items WHERE id = $1',
   values: [id],
 });
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-async function expectError(client, query, code) {
-  try {
-    await client.query(query);
-  } catch (e) {
-    check(e.code === code, `expected SQLSTATE ${code}, got ${e.code}: ${e.message}`);
-    return;
-  }
-  throw new Error(`expected SQLSTATE ${code}, the query succeeded`);
-}
 
 async function round(c, w, i) {
   const id = w * 10000 + i;
@@ -62,23 +46,13 @@ async function round(c, w, i) {
   await c.query('COMMIT');
 
   await c.query('BEGIN');
-  await expectError(c, insert(row), '23505');
-  await expectError(c, select(id), '25P02');
+  await expectError(c.query(insert(row)), '23505');
+  await expectError(c.query(select(id)), '25P02');
   await c.query('ROLLBACK');
 
-  await expectError(c, { name: 'div', text: 'SELECT 1 / $1::int AS q', values: [0] }, '22012');
+  await expectError(c.query({ name: 'div', text: 'SELECT 1 / $1::int AS q', values: [0] }), '22012');
   const n = (await c.query({ name: 'count', text: 'SELECT count(*)::int AS n FROM items WHERE worker = $1', values: [w] })).rows[0].n;
   check(n === i + 1, `worker ${w} sees ${n} rows after round ${i}`);
-}
-
-async function worker(w) {
-  const c = new Client({ connectionString: URL });
-  await c.connect();
-  try {
-    for (let i = 0; i < ROUNDS; i++) await round(c, w, i);
-  } finally {
-    await c.end();
-  }
 }
 
 async function main() {
@@ -87,27 +61,19 @@ async function main() {
   await c.query('DROP TABLE IF EXISTS items');
   await c.query(`CREATE TABLE items (id int PRIMARY KEY, worker int, name text, price numeric(10,2),
                  at timestamptz, flag bool, blob bytea, note text, doc jsonb)`);
-  const results = await Promise.allSettled([...Array(WORKERS).keys()].map(worker));
-  const failures = results
-    .map((r, w) => (r.status === 'rejected' ? `worker ${w}: ${r.reason && r.reason.stack}` : null))
-    .filter(Boolean);
-  if (failures.length) {
-    console.error(failures.join('\n'));
-    process.exit(1);
-  }
+  // One Client per worker, opened lazily and closed at the end.
+  const clients = [];
+  await runWorkers(async (w, i) => {
+    if (!clients[w]) {
+      clients[w] = new Client({ connectionString: URL });
+      await clients[w].connect();
+    }
+    await round(clients[w], w, i);
+  });
+  await Promise.all(clients.map((cl) => cl.end()));
   const { n, total } = (await c.query('SELECT count(*)::int AS n, sum(price)::text AS total FROM items')).rows[0];
   await c.end();
-  let want = 0;
-  for (let i = 0; i < ROUNDS; i++) want += 1334 + 100 * i;
-  const wantTotal = ((want * WORKERS) / 100).toFixed(2);
-  if (n !== WORKERS * ROUNDS || total !== wantTotal) {
-    console.error(`table has ${n} rows summing ${total}, want ${WORKERS * ROUNDS} / ${wantTotal}`);
-    process.exit(1);
-  }
-  console.log(`ok ${n}`);
+  report(n, total);
 }
 
-main().catch((e) => {
-  console.error(e.stack);
-  process.exit(1);
-});
+run(main);

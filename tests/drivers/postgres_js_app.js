@@ -6,23 +6,7 @@
 'use strict';
 const postgres = require('postgres');
 
-const WORKERS = Number(process.env.WORKERS || 8);
-const ROUNDS = Number(process.env.ROUNDS || 30);
-const T0 = Date.UTC(2026, 0, 2, 3, 4, 5);
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-async function expectError(promise, code) {
-  try {
-    await promise;
-  } catch (e) {
-    check(e.code === code, `expected SQLSTATE ${code}, got ${e.code}: ${e.message}`);
-    return;
-  }
-  throw new Error(`expected SQLSTATE ${code}, the query succeeded`);
-}
+const { T0, check, expectError, runWorkers, report, run, WORKERS } = require('./common');
 
 async function round(sql, w, i) {
   const id = w * 10000 + i;
@@ -62,31 +46,10 @@ async function main() {
   await sql`DROP TABLE IF EXISTS items`;
   await sql`CREATE TABLE items (id int PRIMARY KEY, worker int, name text, price numeric(10,2),
             at timestamptz, flag bool, blob bytea, note text, tags text[])`;
-  const results = await Promise.allSettled(
-    [...Array(WORKERS).keys()].map(async (w) => {
-      for (let i = 0; i < ROUNDS; i++) await round(sql, w, i);
-    }),
-  );
-  const failures = results
-    .map((r, w) => (r.status === 'rejected' ? `worker ${w}: ${r.reason && r.reason.stack}` : null))
-    .filter(Boolean);
-  if (failures.length) {
-    console.error(failures.join('\n'));
-    process.exit(1);
-  }
+  await runWorkers((w, i) => round(sql, w, i));
   const [{ n, total }] = await sql`SELECT count(*)::int AS n, sum(price)::text AS total FROM items`;
   await sql.end();
-  let want = 0;
-  for (let i = 0; i < ROUNDS; i++) want += 1334 + 100 * i;
-  const wantTotal = ((want * WORKERS) / 100).toFixed(2);
-  if (n !== WORKERS * ROUNDS || total !== wantTotal) {
-    console.error(`table has ${n} rows summing ${total}, want ${WORKERS * ROUNDS} / ${wantTotal}`);
-    process.exit(1);
-  }
-  console.log(`ok ${n}`);
+  report(n, total);
 }
 
-main().catch((e) => {
-  console.error(e.stack);
-  process.exit(1);
-});
+run(main);
