@@ -685,9 +685,15 @@ impl Session<'_> {
     /// mode), or until the client terminates.
     async fn relay(&mut self, retryable: bool) -> Result<Relay, ClientError> {
         let stop_when_idle = self.mode == PoolMode::Transaction || !self.session_pinned;
-        // On a replica, forward up to one sync point at a time: a pipelined
-        // write behind a read must be routed anew, not sent to a replica.
-        let one_sync = self.loan_replica.is_some();
+        // For a read, forward up to one sync point at a time: a pipelined
+        // write behind it must be routed anew, not sent to a replica, and on
+        // the primary (a read placed there) its write position recorded.
+        let one_sync = self.loan_replica.is_some()
+            || (!self.loan_wrote
+                && !matches!(
+                    self.loan_reason,
+                    RouteReason::RoutingOff | RouteReason::SessionPinned
+                ));
         // In user scope, another connection of the same user may read as soon
         // as this client sees its commit, so the final ReadyForQuery of a
         // write transaction waits until the write position is published.
