@@ -2,6 +2,7 @@
 
 use crate::auth::scram::Verifier;
 use crate::backend::connect::Login;
+use crate::backend::tls::{ServerTls, ServerTlsError};
 use crate::backend::{Role, Target};
 use crate::config::{Config, ConfigError, UserConfig};
 use crate::frontend::cancel::CancelRegistry;
@@ -46,6 +47,8 @@ pub enum AppError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    ServerTls(#[from] ServerTlsError),
 }
 
 /// A configured user, with what login and server connections need precomputed.
@@ -130,6 +133,7 @@ impl Shared {
             role: Role::Primary,
             host: config.primary.host.clone(),
             port: config.primary.port,
+            tls: ServerTls::new(config.primary.tls, config.primary.ca.as_deref(), "primary")?,
         });
         let monitored = config.lag.enabled && config.routing.enabled;
         let initial = if monitored {
@@ -143,8 +147,8 @@ impl Shared {
             cap: ServerCap::new(config.server.max_server_conn_per_backend),
         }];
         let mut replicas = Vec::new();
-        for r in &config.replicas {
-            let (node, replica) = replica_node(&config, r, initial);
+        for (i, r) in config.replicas.iter().enumerate() {
+            let (node, replica) = replica_node(&config, i, r, initial)?;
             replicas.push(replica);
             nodes.push(node);
         }
@@ -203,6 +207,8 @@ impl Shared {
                 && rep.target.host == r.host
                 && rep.target.port == r.port
                 && rep.weight == r.weight.max(1)
+                && rep.target.tls.mode == r.tls
+                && rep.target.tls.ca == r.ca
         };
         for (i, rep) in replicas.list.iter().enumerate() {
             let live = nodes
@@ -228,8 +234,16 @@ impl Shared {
         } else {
             State::Healthy
         };
-        for r in new.replicas.iter().filter(|r| !live(r)) {
-            let (node, replica) = replica_node(new, r, initial);
+        for (i, r) in new.replicas.iter().enumerate().filter(|(_, r)| !live(r)) {
+            // reload() loaded the CA files before applying; one that broke
+            // since then leaves this replica out, loudly.
+            let (node, replica) = match replica_node(new, i, r, initial) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(replica = %r.name, error = %e, "replica not added");
+                    continue;
+                }
+            };
             let idx = self.monitor.add(node);
             self.replicas.store(Arc::new(self.replicas().with(replica)));
             if monitored {
@@ -437,15 +451,17 @@ fn node_status(config: &Config, initial: State) -> Arc<NodeStatus> {
 /// their status).
 fn replica_node(
     config: &Config,
+    i: usize,
     r: &crate::config::ReplicaConfig,
     initial: State,
-) -> (Node, Arc<Replica>) {
+) -> Result<(Node, Arc<Replica>), ServerTlsError> {
     let node = Node {
         target: Arc::new(Target {
             name: r.name.clone(),
             role: Role::Replica,
             host: r.host.clone(),
             port: r.port,
+            tls: replica_tls(i, r)?,
         }),
         status: node_status(config, initial),
         cap: ServerCap::new(config.server.max_server_conn_per_backend),
@@ -455,7 +471,15 @@ fn replica_node(
         r.weight,
         node.status.clone(),
     ));
-    (node, replica)
+    Ok((node, replica))
+}
+
+/// The TLS settings of `[[replicas]]` entry `i` (loads its CA file).
+pub fn replica_tls(
+    i: usize,
+    r: &crate::config::ReplicaConfig,
+) -> Result<ServerTls, ServerTlsError> {
+    ServerTls::new(r.tls, r.ca.as_deref(), &format!("replicas[{i}]"))
 }
 
 fn thresholds_of(config: &Config) -> Thresholds {

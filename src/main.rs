@@ -76,6 +76,20 @@ fn main() -> ExitCode {
                 if let Err(e) = pgrouter::tls::acceptor(&c.tls) {
                     return fail(e);
                 }
+                // And the servers' CA files.
+                let primary = pgrouter::backend::tls::ServerTls::new(
+                    c.primary.tls,
+                    c.primary.ca.as_deref(),
+                    "primary",
+                );
+                if let Err(e) = primary {
+                    return fail(e);
+                }
+                for (i, r) in c.replicas.iter().enumerate() {
+                    if let Err(e) = pgrouter::app::replica_tls(i, r) {
+                        return fail(e);
+                    }
+                }
                 for w in c.warnings() {
                     eprintln!("warning: {w}");
                 }

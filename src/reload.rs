@@ -37,6 +37,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    ServerTls(#[from] crate::backend::tls::ServerTlsError),
 }
 
 /// What a reload did.
@@ -146,6 +148,9 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
     // Read the certificate files again even if the paths did not change
     // (a renewal); a bad file refuses the whole reload.
     let tls = crate::tls::acceptor(&new.tls)?;
+    for (i, r) in new.replicas.iter().enumerate() {
+        crate::app::replica_tls(i, r)?;
+    }
     new.source = Some(path);
     let kept = new.flat();
     result.changed = kept

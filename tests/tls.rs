@@ -243,3 +243,141 @@ async fn direct_tls_needs_alpn_postgresql() {
         }
     }
 }
+
+/// TLS on the primary (the replicas stay plaintext), with a certificate for
+/// localhost/127.0.0.1 from its own CA; returns that CA's PEM file (in the
+/// cluster's directory, removed with it).
+fn primary_with_tls() -> &'static Path {
+    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let (ca_cert, ca_key) = ca("pgrouter test server CA");
+        let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = params
+            .signed_by(&key, &ca_cert, &ca_key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = cluster();
+        c.enable_ssl(&c.primary, &cert.pem(), &key.serialize_pem())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let path = c.dir.join("server-ca.pem");
+        std::fs::write(&path, ca_cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+        path
+    })
+}
+
+/// Whether the session answering on `c` is encrypted, from the server's view.
+async fn server_side_ssl(c: &tokio_postgres::Client, hint: &str) -> String {
+    first_value(
+        c,
+        &format!("/* pgrouter:{hint} */ SELECT ssl::text || ' ' || coalesce(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+    )
+    .await
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_tls_modes() {
+    use pgrouter::config::ServerTlsMode;
+    let ca = primary_with_tls().to_path_buf();
+    let db = database("server_tls");
+    let port = cluster().primary.port;
+
+    // verify-full against the server's CA: pooled sessions, the lag
+    // monitor and cancel requests all go over TLS; the replicas (no ssl)
+    // under the default `prefer` stay plaintext.
+    let r = {
+        let ca = ca.clone();
+        router(move |c| {
+            c.primary.host = "localhost".into();
+            c.primary.tls = ServerTlsMode::VerifyFull;
+            c.primary.ca = Some(ca);
+        })
+        .await
+    };
+    let c = connect(&r, &db).await;
+    let on_primary = server_side_ssl(&c, "primary").await;
+    assert!(
+        on_primary.starts_with("true TLSv1."),
+        "primary session: {on_primary}"
+    );
+    let on_replica = server_side_ssl(&c, "replica").await;
+    assert!(
+        on_replica.starts_with("false"),
+        "replica session: {on_replica}"
+    );
+    let monitor = primary_sql(
+        "postgres",
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'pgrouter-monitor'",
+    );
+    let (encrypted, total) = monitor.split_once('|').unwrap_or(("", ""));
+    assert!(
+        total != "0" && encrypted == total,
+        "monitor connections encrypted|all: {monitor}"
+    );
+    // A cancel reaches the TLS session.
+    let token = c.cancel_token();
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move {
+        c.simple_query("/* pgrouter:primary */ SELECT pg_sleep(20)")
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = sleeper
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect_err("pg_sleep(20) was not cancelled");
+    assert_eq!(code(&e), "57014", "{}", describe(&e));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(r);
+
+    // verify-full against another CA: refused, saying why.
+    let other_pki = pki();
+    let other = other_pki.other_ca.clone();
+    let r = router(move |c| {
+        c.primary.host = "localhost".into();
+        c.primary.tls = ServerTlsMode::VerifyFull;
+        c.primary.ca = Some(other);
+        c.routing.enabled = false;
+    })
+    .await;
+    let e = try_connect(&r, &db)
+        .await
+        .expect_err("logged in through an unverified server");
+    let text = describe(&e);
+    assert!(
+        text.contains("TLS handshake failed") && text.contains("certificate"),
+        "{text}"
+    );
+    drop(r);
+
+    // require against a server without TLS (a replica as the primary):
+    // no plaintext fallback.
+    let replica = cluster().replicas[0].port;
+    let r = router(move |c| {
+        c.primary.port = replica;
+        c.primary.tls = ServerTlsMode::Require;
+        c.routing.enabled = false;
+    })
+    .await;
+    let e = try_connect(&r, &db)
+        .await
+        .expect_err("plaintext fallback under require");
+    let text = describe(&e);
+    assert!(text.contains("does not accept TLS"), "{text}");
+    drop(r);
+
+    // disable: plaintext even though the server offers TLS.
+    let r = router(move |c| {
+        c.primary.port = port;
+        c.primary.tls = ServerTlsMode::Disable;
+        c.routing.enabled = false;
+    })
+    .await;
+    let c = connect(&r, &db).await;
+    assert!(server_side_ssl(&c, "primary").await.starts_with("false"));
+}

@@ -7,8 +7,6 @@ use crate::protocol::{framing, messages, parse};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// How a session parameter got its value, and so how to give it again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -115,7 +113,7 @@ fn first_column(body: &[u8]) -> Option<String> {
 }
 
 pub struct ServerConn {
-    stream: TcpStream,
+    stream: super::tls::ServerStream,
     /// Bytes read from the server and not yet handled.
     pub buf: BytesMut,
     pub target: Arc<Target>,
@@ -148,7 +146,11 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    pub(crate) fn new(stream: TcpStream, target: Arc<Target>, max_message: usize) -> Self {
+    pub(crate) fn new(
+        stream: super::tls::ServerStream,
+        target: Arc<Target>,
+        max_message: usize,
+    ) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -207,6 +209,11 @@ impl ServerConn {
         }
     }
 
+    /// Whether the session is encrypted (SHOW SERVERS).
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
     /// May this connection be given to another client?
     pub fn is_reusable(&self) -> bool {
         !self.broken && self.buf.is_empty() && self.tracker.is_idle()
@@ -215,14 +222,11 @@ impl ServerConn {
     /// A cheap liveness check for an idle pooled connection: an idle server
     /// sends nothing, so readable data or EOF means it was terminated.
     pub fn looks_alive(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-            _ => {
-                self.broken = true;
-                false
-            }
+        if self.stream.has_input() {
+            self.broken = true;
+            return false;
         }
+        true
     }
 
     /// Runs a router-issued simple query to completion, discarding its output.

@@ -9,7 +9,6 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Who to log in as.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -44,14 +43,7 @@ async fn connect_inner(
     login: &Login,
     max_message: usize,
 ) -> Result<ServerConn, BackendError> {
-    let stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| BackendError::connect(&target, e))?;
-    // Small messages must not wait for Nagle: latency is the product.
-    stream
-        .set_nodelay(true)
-        .map_err(|e| BackendError::connect(&target, e))?;
-    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let stream = super::tls::open(&target).await?;
     let mut conn = ServerConn::new(stream, target, max_message);
     login_exchange(&mut conn, login).await?;
     Ok(conn)
@@ -209,19 +201,17 @@ pub async fn send_cancel(
     secret: i32,
     timeout: Duration,
 ) -> Result<(), BackendError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let work = async {
-        let mut s = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| BackendError::connect(target, e))?;
+        // Over TLS too when the server's sessions use it (as libpq does).
+        let mut s = super::tls::open(target).await?;
         let mut out = BytesMut::new();
         messages::cancel_request(&mut out, pid, secret);
         s.write_all(&out)
             .await
             .map_err(|e| BackendError::io(target, e))?;
-        let mut sink = [0u8; 16];
         // The server answers nothing and closes; EOF means it has the request.
-        let _ = s.read(&mut sink).await;
+        out.clear();
+        let _ = s.read_buf(&mut out).await;
         Ok(())
     };
     tokio::time::timeout(timeout, work)

@@ -4,6 +4,7 @@
 //! - [`conn`]: a logged-in server connection and its read/write helpers.
 //! - [`tracker`]: the sans-IO response tracker that knows when a server
 //!   connection is idle and clean (ReadyForQuery accounting, COPY state).
+//! - [`tls`]: TLS to servers (SSLRequest, libpq's sslmode meanings).
 //! - [`reset`]: cleaning up after a client vanished mid-transaction (cancel,
 //!   Sync, ROLLBACK) so a dirty connection is never handed to anyone else.
 //! - [`error`]: the backend error type, with the SQLSTATE shown to clients.
@@ -12,6 +13,7 @@ pub mod conn;
 pub mod connect;
 pub mod error;
 pub mod reset;
+pub mod tls;
 pub mod tracker;
 
 pub use conn::ServerConn;
@@ -43,6 +45,8 @@ pub struct Target {
     pub role: Role,
     pub host: String,
     pub port: u16,
+    /// TLS to this server (`tls`, `ca`).
+    pub tls: tls::ServerTls,
 }
 
 impl fmt::Display for Target {

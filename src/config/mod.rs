@@ -172,6 +172,21 @@ impl Config {
                 ));
             }
         }
+        let servers = std::iter::once(("primary".to_string(), self.primary.tls, &self.primary.ca))
+            .chain(
+                self.replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("replicas[{i}]"), r.tls, &r.ca)),
+            );
+        for (key, mode, ca) in servers {
+            if mode == ServerTlsMode::VerifyFull && ca.is_none() {
+                return Err(invalid(
+                    format!("{key}.ca"),
+                    "is required by tls = \"verify-full\" (the CA certificate the server's certificate chains to)",
+                ));
+            }
+        }
         self.validate_lag()?;
         self.validate_admin()?;
         let rules = self

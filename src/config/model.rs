@@ -387,6 +387,40 @@ pub struct BackendConfig {
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
+    /// TLS to this server (docs/security.md).
+    #[serde(default)]
+    pub tls: ServerTlsMode,
+    /// PEM CA certificate(s) the server's certificate must chain to
+    /// (required by `tls = "verify-full"`).
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// TLS from the router to a server, as libpq's sslmode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Plaintext.
+    Disable,
+    /// TLS when the server offers it (certificate not checked), else
+    /// plaintext: libpq's and PgBouncer's default.
+    #[default]
+    Prefer,
+    /// TLS or no connection (certificate not checked).
+    Require,
+    /// TLS, the certificate chaining to `ca` and naming `host`.
+    VerifyFull,
+}
+
+impl ServerTlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTlsMode::Disable => "disable",
+            ServerTlsMode::Prefer => "prefer",
+            ServerTlsMode::Require => "require",
+            ServerTlsMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -400,6 +434,11 @@ pub struct ReplicaConfig {
     /// Relative share of reads (used by the router's load balancer).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// TLS to this replica, as `[primary] tls`.
+    #[serde(default)]
+    pub tls: ServerTlsMode,
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

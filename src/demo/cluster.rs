@@ -293,6 +293,31 @@ impl PgCluster {
             .map(|_| ())
     }
 
+    /// Turns TLS on for one server with the given PEM certificate and key
+    /// (written into its data directory, owned like it, key mode 0600).
+    pub fn enable_ssl(
+        &self,
+        node: &PgNode,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), ClusterError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let owner = std::fs::metadata(&node.datadir)?;
+        for (name, text, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let path = node.datadir.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))?;
+        }
+        self.configure(
+            node,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'",
+        )
+    }
+
     /// Appends settings to every replica's postgresql.conf and reloads them
     /// (e.g. `recovery_min_apply_delay = '1s'` to make real lag).
     pub fn configure_replicas(&self, text: &str) -> Result<(), ClusterError> {

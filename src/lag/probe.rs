@@ -5,7 +5,7 @@ use super::LagError;
 use crate::backend::Target;
 use crate::router::lsn;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Works on a primary and a standby alike (the recovery-only functions
 /// return NULL on a primary; `pg_current_wal_lsn()` raises on a standby, so
@@ -57,7 +57,9 @@ impl ProbeConn {
             cfg.password(p);
         }
         let work = async {
-            let (client, connection) = cfg.connect(NoTls).await?;
+            let tls = crate::backend::tls::MonitorTls(target.tls.clone());
+            cfg.ssl_mode(tls.ssl_mode());
+            let (client, connection) = cfg.connect(tls).await?;
             tokio::spawn(async move {
                 // Ends when the client is dropped or the server goes away.
                 let _ = connection.await;

@@ -232,6 +232,12 @@ pub fn cancel_request(buf: &mut BytesMut, pid: i32, secret: i32) {
     buf.put_i32(secret);
 }
 
+/// SSLRequest: asks the server to switch to TLS before the startup packet.
+pub fn ssl_request(buf: &mut BytesMut) {
+    buf.put_u32(8);
+    buf.put_u32(crate::protocol::parse::SSL_REQUEST_CODE);
+}
+
 /// StartupMessage for protocol 3.0 with the given parameters.
 pub fn startup(buf: &mut BytesMut, params: &[(&str, &str)]) {
     let at = buf.len();

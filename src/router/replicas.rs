@@ -220,6 +220,7 @@ mod tests {
                         role: Role::Replica,
                         host: "h".into(),
                         port: 1,
+                        tls: crate::backend::tls::ServerTls::disabled(),
                     }),
                     *w,
                 ))
