@@ -119,7 +119,7 @@ pub struct Shared {
     client_ids: AtomicU64,
     /// Client TLS (`[tls]`); rebuilt by each reload, so renewed certificate
     /// files are picked up.
-    tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    tls: arc_swap::ArcSwapOption<crate::tls::ClientTls>,
     pub metrics: Arc<Metrics>,
     /// Start time, seconds since the Unix epoch (a metric).
     pub started_unix: f64,
@@ -293,11 +293,11 @@ impl Shared {
     }
 
     /// The client TLS acceptor, when `[tls] mode` is not "disable".
-    pub fn tls(&self) -> Option<Arc<tokio_rustls::TlsAcceptor>> {
+    pub fn tls(&self) -> Option<Arc<crate::tls::ClientTls>> {
         self.tls.load_full()
     }
 
-    pub fn set_tls(&self, tls: Option<tokio_rustls::TlsAcceptor>) {
+    pub fn set_tls(&self, tls: Option<crate::tls::ClientTls>) {
         self.tls.store(tls.map(Arc::new));
     }
 

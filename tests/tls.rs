@@ -123,6 +123,11 @@ async fn require_mode_encrypts_and_refuses_plaintext() {
     let verify = format!("sslmode=verify-full sslrootcert={ca}");
     let (ok, out, err) = psql(conninfo(&r, &db, &verify), "SELECT 41 + 1").await;
     assert!(ok && out == "42", "verify-full: {out} {err}");
+    // SCRAM with channel binding (SCRAM-SHA-256-PLUS, tls-server-end-point):
+    // libpq checks that the router's proof covers the certificate it saw.
+    let bound = format!("{verify} channel_binding=require");
+    let (ok, out, err) = psql(conninfo(&r, &db, &bound), "SELECT 43").await;
+    assert!(ok && out == "43", "channel_binding=require: {out} {err}");
     // The certificate names localhost and 127.0.0.1, and nothing else.
     let by_ip = format!(
         "host=127.0.0.1 port={} dbname={db} user={USER} {verify}",
@@ -148,7 +153,7 @@ async fn require_mode_encrypts_and_refuses_plaintext() {
     // A driver: psycopg (libpq) with verify-full, when installed.
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/drivers/venv/bin/python");
     if python.exists() {
-        let dsn = conninfo(&r, &db, &format!("{verify} password={PASSWORD}"));
+        let dsn = conninfo(&r, &db, &format!("{bound} password={PASSWORD}"));
         let out = std::process::Command::new(python)
             .args([
                 "-c",
@@ -177,6 +182,20 @@ async fn allow_mode_serves_both_and_disable_answers_n() {
         let (ok, out, err) = psql(conninfo(&r, &db, mode), "SELECT 1").await;
         assert!(ok && out == "1", "{mode}: {out} {err}");
     }
+    // Without TLS there is no channel to bind: a client that insists fails,
+    // one that prefers binding goes without.
+    let (ok, _, err) = psql(
+        conninfo(&r, &db, "sslmode=disable channel_binding=require"),
+        "SELECT 1",
+    )
+    .await;
+    assert!(!ok && err.contains("channel binding"), "{err}");
+    let (ok, _, err) = psql(
+        conninfo(&r, &db, "sslmode=disable channel_binding=prefer"),
+        "SELECT 1",
+    )
+    .await;
+    assert!(ok, "channel_binding=prefer in plaintext: {err}");
     let plain = tls_router(&pki, TlsMode::Disable).await;
     let (ok, _, err) = psql(conninfo(&plain, &db, "sslmode=require"), "SELECT 1").await;
     assert!(!ok && err.contains("does not support SSL"), "{err}");

@@ -13,6 +13,10 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// With channel binding; offered to TLS clients only.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The one channel-binding type PostgreSQL (and the router) supports.
+pub const CHANNEL_BINDING: &str = "tls-server-end-point";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verifier {
@@ -92,7 +96,9 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 enum State {
     AwaitingFirst,
     AwaitingFinal {
-        gs2_header: String,
+        /// What `c=` must carry: the GS2 header, plus the channel-binding
+        /// data when the client bound the channel.
+        binding: Vec<u8>,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -105,35 +111,71 @@ pub struct ScramServer {
     verifier: Verifier,
     /// True for an unknown user: the exchange runs, then always fails.
     doomed: bool,
+    /// `tls-server-end-point` data when the client is on TLS (then
+    /// SCRAM-SHA-256-PLUS is offered).
+    end_point: Option<std::sync::Arc<[u8]>>,
     state: State,
 }
 
 impl ScramServer {
-    pub fn new(verifier: Verifier, doomed: bool) -> Self {
+    pub fn new(verifier: Verifier, doomed: bool, end_point: Option<std::sync::Arc<[u8]>>) -> Self {
         Self {
             verifier,
             doomed,
+            end_point,
             state: State::AwaitingFirst,
         }
     }
 
-    /// Takes the client-first-message, returns the server-first-message.
-    pub fn client_first(&mut self, data: &[u8]) -> Result<String, AuthError> {
+    /// The mechanisms to offer, preferred first.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.end_point.is_some() {
+            &[MECHANISM_PLUS, MECHANISM]
+        } else {
+            &[MECHANISM]
+        }
+    }
+
+    /// Takes the mechanism the client chose and its client-first-message,
+    /// returns the server-first-message.
+    pub fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<String, AuthError> {
+        if !self.mechanisms().contains(&mechanism) {
+            return Err(malformed("client selected an invalid SASL authentication mechanism"));
+        }
+        let plus = mechanism == MECHANISM_PLUS;
         let text = std::str::from_utf8(data)
             .map_err(|_| malformed("client-first-message is not UTF-8"))?;
         // gs2-header: cbind-flag "," [authzid] ","
         let (flag, rest) = text
             .split_once(',')
             .ok_or_else(|| malformed("no GS2 header"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => {
+        // As PostgreSQL: the flag must agree with the mechanism, and a
+        // client that thinks we cannot bind ('y') while we offered to was
+        // downgraded by someone in between.
+        let cbind_data: &[u8] = match (flag, plus, &self.end_point) {
+            ("n", false, _) => &[],
+            ("y", false, None) => &[],
+            ("y", _, Some(_)) => {
                 return Err(malformed(
-                    "client requires channel binding, but it was not offered (no TLS)",
+                    "SCRAM channel binding negotiation error: the client supports channel binding but thinks the server does not, though it does",
+                ))
+            }
+            (f, true, Some(data)) if f.strip_prefix("p=") == Some(CHANNEL_BINDING) => data,
+            (f, true, Some(_)) if f.starts_with("p=") => {
+                return Err(malformed("unsupported SCRAM channel-binding type"))
+            }
+            (f, false, _) if f.starts_with("p=") => {
+                return Err(malformed(
+                    "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data",
+                ))
+            }
+            ("n" | "y", true, _) => {
+                return Err(malformed(
+                    "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data",
                 ))
             }
             _ => return Err(malformed("invalid channel-binding flag")),
-        }
+        };
         let (authzid, bare) = rest
             .split_once(',')
             .ok_or_else(|| malformed("no GS2 header"))?;
@@ -153,8 +195,10 @@ impl ScramServer {
             B64.encode(&self.verifier.salt),
             self.verifier.iterations
         );
+        let mut binding = format!("{flag},{authzid},").into_bytes();
+        binding.extend_from_slice(cbind_data);
         self.state = State::AwaitingFinal {
-            gs2_header: format!("{flag},{authzid},"),
+            binding,
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
@@ -166,7 +210,7 @@ impl ScramServer {
     /// (`v=<signature>`) when the proof is right.
     pub fn client_final(&mut self, data: &[u8]) -> Result<String, AuthError> {
         let State::AwaitingFinal {
-            gs2_header,
+            binding: expected_binding,
             client_first_bare,
             server_first,
             nonce,
@@ -184,8 +228,8 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("c="))
             .ok_or_else(|| malformed("missing channel binding"))?;
-        if binding != B64.encode(gs2_header.as_bytes()) {
-            return Err(malformed("channel binding does not match the GS2 header"));
+        if !ct_eq(binding.as_bytes(), B64.encode(&expected_binding).as_bytes()) {
+            return Err(malformed("SCRAM channel binding check failed"));
         }
         let got_nonce = attrs
             .next()
@@ -228,9 +272,27 @@ mod tests {
 
     /// Runs postgres-protocol's client against our server.
     fn exchange(server_verifier: Verifier, doomed: bool, password: &str) -> Result<(), AuthError> {
-        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-        let mut server = ScramServer::new(server_verifier, doomed);
-        let first = server.client_first(client.message())?;
+        bound_exchange(server_verifier, doomed, password, None, ChannelBinding::unsupported())
+    }
+
+    /// The same with channel binding: `end_point` is the server's data,
+    /// `client` what the client binds to.
+    fn bound_exchange(
+        server_verifier: Verifier,
+        doomed: bool,
+        password: &str,
+        end_point: Option<&[u8]>,
+        binding: ChannelBinding,
+    ) -> Result<(), AuthError> {
+        let mut client = ScramSha256::new(password.as_bytes(), binding);
+        let mut server = ScramServer::new(server_verifier, doomed, end_point.map(Into::into));
+        let message = client.message().to_vec();
+        let mechanism = if message.starts_with(b"p=") {
+            MECHANISM_PLUS
+        } else {
+            MECHANISM
+        };
+        let first = server.client_first(mechanism, &message)?;
         client
             .update(first.as_bytes())
             .map_err(|e| AuthError::Malformed(e.to_string()))?;
@@ -257,6 +319,37 @@ mod tests {
     }
 
     #[test]
+    fn channel_binding_checks_the_certificate_hash() {
+        let v = || Verifier::from_password("pw");
+        let ours: &[u8] = b"hash of our certificate";
+        let bind = |data: &[u8]| ChannelBinding::tls_server_end_point(data.to_vec());
+        assert_eq!(bound_exchange(v(), false, "pw", Some(ours), bind(ours)), Ok(()));
+        // A man in the middle terminates TLS with another certificate.
+        assert!(matches!(
+            bound_exchange(v(), false, "pw", Some(ours), bind(b"their certificate")),
+            Err(AuthError::Malformed(_))
+        ));
+        // Binding demanded where it was not offered (no TLS).
+        assert!(matches!(
+            bound_exchange(v(), false, "pw", None, bind(ours)),
+            Err(AuthError::Malformed(_))
+        ));
+        // 'y' (client thinks we cannot bind) though we offered: downgrade.
+        assert!(matches!(
+            bound_exchange(v(), false, "pw", Some(ours), ChannelBinding::unrequested()),
+            Err(AuthError::Malformed(_))
+        ));
+        // 'n' (the client chose not to bind) is its right.
+        assert_eq!(
+            bound_exchange(v(), false, "pw", Some(ours), ChannelBinding::unsupported()),
+            Ok(())
+        );
+        // The PLUS mechanism without binding data is refused.
+        let mut s = ScramServer::new(v(), false, Some(ours.into()));
+        assert!(s.client_first(MECHANISM_PLUS, b"n,,n=,r=abc").is_err());
+    }
+
+    #[test]
     fn parses_postgres_verifier() {
         let text = postgres_protocol::password::scram_sha_256(b"pw");
         let v = Verifier::parse(&text);
@@ -267,21 +360,25 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        let mut s = ScramServer::new(Verifier::from_password("x"), false);
+        let mut s = ScramServer::new(Verifier::from_password("x"), false, None);
         assert!(matches!(
-            s.client_first(b"\xff"),
+            s.client_first(MECHANISM, b"\xff"),
             Err(AuthError::Malformed(_))
         ));
         assert!(matches!(
-            s.client_first(b"n,,n=,"),
+            s.client_first(MECHANISM, b"n,,n=,"),
             Err(AuthError::Malformed(_))
         ));
         assert!(matches!(
-            s.client_first(b"p=tls-server-end-point,,n=,r=abc"),
+            s.client_first(MECHANISM, b"p=tls-server-end-point,,n=,r=abc"),
             Err(AuthError::Malformed(_))
         ));
-        let mut s = ScramServer::new(Verifier::from_password("x"), false);
-        assert!(s.client_first(b"n,,n=,r=abc").is_ok());
+        assert!(matches!(
+            s.client_first(MECHANISM_PLUS, b"p=tls-server-end-point,,n=,r=abc"),
+            Err(AuthError::Malformed(_))
+        ));
+        let mut s = ScramServer::new(Verifier::from_password("x"), false, None);
+        assert!(s.client_first(MECHANISM, b"n,,n=,r=abc").is_ok());
         assert!(matches!(
             s.client_final(b"c=biws,r=abc,p=AAAA"),
             Err(AuthError::Malformed(_))

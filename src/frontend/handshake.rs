@@ -7,7 +7,7 @@ use super::params;
 use super::stream::ClientStream;
 use super::ClientError;
 use crate::app::{Shared, UserEntry};
-use crate::auth::scram::{ScramServer, Verifier, MECHANISM};
+use crate::auth::scram::{ScramServer, Verifier};
 use crate::auth::{md5, AuthError};
 use crate::backend::conn::Params;
 use crate::config::AuthMethod;
@@ -329,20 +329,16 @@ async fn authenticate(
                 Some(v) => (v, false),
                 None => (Verifier::unmatchable(user_name.as_bytes()), true),
             };
-            let mut scram = ScramServer::new(verifier, doomed);
-            messages::auth_sasl(out, &[MECHANISM]);
+            // TLS clients are offered channel binding too.
+            let end_point = client.end_point().map(Into::into);
+            let mut scram = ScramServer::new(verifier, doomed, end_point);
+            messages::auth_sasl(out, scram.mechanisms());
             client.write_all(out).await?;
             out.clear();
             let msg = expect_password_message(client).await?;
             let (mechanism, data) = parse::sasl_initial_response(&msg[5..])?;
-            if mechanism != MECHANISM {
-                return Err(ClientError::fatal(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    "client selected an invalid SASL authentication mechanism",
-                ));
-            }
             let first = scram
-                .client_first(data)
+                .client_first(mechanism, data)
                 .map_err(|e| scram_error(e, user_name))?;
             messages::auth_sasl_continue(out, first.as_bytes());
             client.write_all(out).await?;

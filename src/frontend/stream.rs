@@ -19,6 +19,9 @@ enum Transport {
 pub struct ClientStream {
     transport: Transport,
     peer: Option<std::net::SocketAddr>,
+    /// `tls-server-end-point` data of the certificate this client's TLS
+    /// session was made with (SCRAM channel binding).
+    end_point: Option<std::sync::Arc<[u8]>>,
     /// Bytes read from the client, not yet handled.
     pub buf: BytesMut,
     pub max_message: usize,
@@ -32,6 +35,7 @@ impl ClientStream {
         Self {
             peer: stream.peer_addr().ok(),
             transport: Transport::Plain(stream),
+            end_point: None,
             buf: BytesMut::with_capacity(8 * 1024),
             max_message,
         }
@@ -43,6 +47,11 @@ impl ClientStream {
 
     pub fn is_tls(&self) -> bool {
         matches!(self.transport, Transport::Tls(_))
+    }
+
+    /// Channel-binding data, when the client is on TLS.
+    pub fn end_point(&self) -> Option<&[u8]> {
+        self.end_point.as_deref()
     }
 
     /// Whether the client opened with a TLS ClientHello (direct TLS) rather
@@ -67,7 +76,7 @@ impl ClientStream {
     /// (as PostgreSQL 17 requires, against cross-protocol attacks).
     pub async fn start_tls(
         &mut self,
-        acceptor: &tokio_rustls::TlsAcceptor,
+        tls: &crate::tls::ClientTls,
         direct: bool,
     ) -> Result<(), ClientError> {
         let tcp = match std::mem::replace(&mut self.transport, Transport::Closed) {
@@ -80,7 +89,8 @@ impl ClientStream {
                 ));
             }
         };
-        let tls = acceptor.accept(tcp).await.map_err(ClientError::Tls)?;
+        self.end_point = Some(tls.end_point.clone());
+        let tls = tls.acceptor.accept(tcp).await.map_err(ClientError::Tls)?;
         if direct && tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
             return Err(ClientError::Tls(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
