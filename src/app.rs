@@ -117,6 +117,8 @@ pub struct Shared {
     /// Tasks that tell over-limit clients why they are refused.
     pub overflow_slots: Arc<Semaphore>,
     client_ids: AtomicU64,
+    /// Failed logins per client address (`[auth]`).
+    pub logins: crate::auth::throttle::LoginThrottle,
     /// Client TLS (`[tls]`); rebuilt by each reload, so renewed certificate
     /// files are picked up.
     tls: arc_swap::ArcSwapOption<crate::tls::ClientTls>,
@@ -186,6 +188,7 @@ impl Shared {
             client_slots: Capacity::new(config.server.max_client_conn),
             overflow_slots: Arc::new(Semaphore::new(128)),
             client_ids: AtomicU64::new(1),
+            logins: Default::default(),
             config: ArcSwap::from_pointee(config),
         })
     }

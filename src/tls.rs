@@ -159,9 +159,15 @@ mod tests {
     #[test]
     fn end_point_hash_follows_the_signature_algorithm() {
         let p256 = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
-        assert_eq!(server_end_point(&p256), sha2::Sha256::digest(&p256).to_vec());
+        assert_eq!(
+            server_end_point(&p256),
+            sha2::Sha256::digest(&p256).to_vec()
+        );
         let p384 = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
-        assert_eq!(server_end_point(&p384), sha2::Sha384::digest(&p384).to_vec());
+        assert_eq!(
+            server_end_point(&p384),
+            sha2::Sha384::digest(&p384).to_vec()
+        );
         // Not a certificate: no algorithm found, SHA-256 of the bytes.
         assert_eq!(signature_algorithm(b"\x30\x85"), None);
         assert_eq!(signature_algorithm(b""), None);

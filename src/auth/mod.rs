@@ -1,6 +1,8 @@
 //! Verifying clients' passwords, sans-IO: [`scram`] (SCRAM-SHA-256, RFC 5802 /
 //! RFC 7677 as PostgreSQL uses it) and [`md5`]. The frontend handshake drives
-//! these with the bytes it reads; they never touch a socket.
+//! these with the bytes it reads; they never touch a socket. [`allow`]
+//! holds the network rules and [`throttle`] the per-address failed-login
+//! limit.
 //!
 //! Unknown users go through the same exchange against a made-up verifier and
 //! fail the same way, so a client cannot tell "no such user" from "wrong password".
@@ -8,6 +10,7 @@
 pub mod allow;
 pub mod md5;
 pub mod scram;
+pub mod throttle;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {

@@ -140,7 +140,9 @@ impl ScramServer {
     /// returns the server-first-message.
     pub fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<String, AuthError> {
         if !self.mechanisms().contains(&mechanism) {
-            return Err(malformed("client selected an invalid SASL authentication mechanism"));
+            return Err(malformed(
+                "client selected an invalid SASL authentication mechanism",
+            ));
         }
         let plus = mechanism == MECHANISM_PLUS;
         let text = std::str::from_utf8(data)
@@ -272,7 +274,13 @@ mod tests {
 
     /// Runs postgres-protocol's client against our server.
     fn exchange(server_verifier: Verifier, doomed: bool, password: &str) -> Result<(), AuthError> {
-        bound_exchange(server_verifier, doomed, password, None, ChannelBinding::unsupported())
+        bound_exchange(
+            server_verifier,
+            doomed,
+            password,
+            None,
+            ChannelBinding::unsupported(),
+        )
     }
 
     /// The same with channel binding: `end_point` is the server's data,
@@ -323,7 +331,10 @@ mod tests {
         let v = || Verifier::from_password("pw");
         let ours: &[u8] = b"hash of our certificate";
         let bind = |data: &[u8]| ChannelBinding::tls_server_end_point(data.to_vec());
-        assert_eq!(bound_exchange(v(), false, "pw", Some(ours), bind(ours)), Ok(()));
+        assert_eq!(
+            bound_exchange(v(), false, "pw", Some(ours), bind(ours)),
+            Ok(())
+        );
         // A man in the middle terminates TLS with another certificate.
         assert!(matches!(
             bound_exchange(v(), false, "pw", Some(ours), bind(b"their certificate")),

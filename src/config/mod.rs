@@ -107,6 +107,8 @@ impl Config {
             ("server.query_wait_timeout", s.query_wait_timeout),
             ("server.client_login_timeout", s.client_login_timeout),
             ("server.server_reset_timeout", s.server_reset_timeout),
+            ("auth.failed_login_window", self.auth.failed_login_window),
+            ("auth.failed_login_lockout", self.auth.failed_login_lockout),
         ] {
             if d.get().is_zero() {
                 return Err(invalid(key, "must be greater than 0"));

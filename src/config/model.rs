@@ -30,9 +30,43 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The file this was loaded from (RELOAD and SIGHUP read it again).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
+}
+
+/// Login hardening (docs/security.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Failed logins (wrong password, unknown user, login timeout) allowed
+    /// from one client address per `failed_login_window`; then the address
+    /// is refused for `failed_login_lockout`. 0: no limit.
+    pub max_failed_logins: u32,
+    pub failed_login_window: HumanDuration,
+    pub failed_login_lockout: HumanDuration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            max_failed_logins: 20,
+            failed_login_window: HumanDuration::from_secs(60),
+            failed_login_lockout: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn limits(&self) -> crate::auth::throttle::Limits {
+        crate::auth::throttle::Limits {
+            max_failures: self.max_failed_logins,
+            window: self.failed_login_window.get(),
+            lockout: self.failed_login_lockout.get(),
+        }
+    }
 }
 
 /// TLS for clients (docs/security.md).

@@ -101,6 +101,20 @@ pub async fn login(
             "pgrouter: TLS is required (tls.mode = \"require\"); connect with sslmode=require",
         ));
     }
+    if let Some(ip) = client.peer().map(|p| p.ip()) {
+        let limits = shared.config().auth.limits();
+        if let Err(wait) = shared.logins.check(ip, limits, std::time::Instant::now()) {
+            // Before any password exchange, whoever the user is: a guesser
+            // learns nothing more, and costs the router nothing more.
+            return Err(ClientError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "pgrouter: too many failed logins from host \"{ip}\"; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ));
+        }
+    }
     if over_limit {
         return Err(ClientError::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
@@ -158,6 +172,17 @@ pub async fn login(
     };
     if database == shared.config().admin.database {
         return admin_login(client, shared, out, &user, id).await;
+    }
+    // Checked only now, after the password: before it, the answer would
+    // tell a stranger which tenant a user name belongs to.
+    if let Some((mine, theirs)) = shared.tenants().crossing(&user.cfg.name, &database) {
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!(
+                "pgrouter: user \"{}\" of tenant \"{}\" may not connect to database \"{database}\" of tenant \"{}\"",
+                user.cfg.name, mine.name, theirs.name
+            ),
+        ));
     }
     let tenant = shared.tenant_of(&user, &database).clone();
     let tenant_slot = tenant

@@ -90,6 +90,26 @@ async fn serve_client(
         Ok(r) => r,
         Err(_) => Err(super::ClientError::LoginTimeout(login_timeout.as_millis())),
     };
+    match (&outcome, peer) {
+        (Ok(Outcome::LoggedIn(_) | Outcome::Admin(_)), _) => shared.logins.succeeded(),
+        (
+            Err(super::ClientError::AuthFailed { .. } | super::ClientError::LoginTimeout(_)),
+            Some(peer),
+        ) => {
+            let limits = shared.config().auth.limits();
+            if shared
+                .logins
+                .failed(peer.ip(), limits, std::time::Instant::now())
+            {
+                warn!(
+                    ip = %peer.ip(),
+                    lockout_s = limits.lockout.as_secs(),
+                    "too many failed logins: address locked out"
+                );
+            }
+        }
+        _ => {}
+    }
     match outcome {
         Ok(Outcome::Cancelled) => {}
         Ok(Outcome::Admin(key)) => {

@@ -63,6 +63,7 @@ pub fn render(shared: &Shared) -> Result<String, MetricsError> {
     clients_and_pools(shared, &mut f)?;
     servers(shared, &mut f)?;
     routing(shared, &mut f)?;
+    logins(shared, &mut f)?;
     f.gauge(
         "pgrouter_build_info",
         "pgrouter's version (always 1).",
@@ -82,6 +83,30 @@ pub fn render(shared: &Shared) -> Result<String, MetricsError> {
     let mut out = Vec::new();
     TextEncoder::new().encode(&all, &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn logins(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &shared.logins.stats;
+    f.counter(
+        "pgrouter_logins_total",
+        "Client logins by result: ok, failed (wrong password, unknown user, timeout), locked_out (refused: too many failures from the address).",
+        &["result"],
+        [
+            (vec!["ok"], s.ok.load(Relaxed)),
+            (vec!["failed"], s.failed.load(Relaxed)),
+            (vec!["locked_out"], s.locked_out.load(Relaxed)),
+        ],
+    )?;
+    f.gauge(
+        "pgrouter_login_locked_addresses",
+        "Client addresses refused now for too many failed logins ([auth] max_failed_logins).",
+        &[],
+        [(
+            vec![],
+            shared.logins.locked_addresses(std::time::Instant::now()) as f64,
+        )],
+    )
 }
 
 fn clients_and_pools(shared: &Shared, f: &mut Families) -> Result<(), MetricsError> {

@@ -303,6 +303,14 @@ impl Tenants {
         &self.list[i.min(self.list.len() - 1)]
     }
 
+    /// When `user` belongs to one tenant by name and `database` to another:
+    /// (the user's tenant, the database's). Such a login is refused.
+    pub fn crossing(&self, user: &str, database: &str) -> Option<(&Arc<Tenant>, &Arc<Tenant>)> {
+        let u = *self.by_user.get(user)?;
+        let d = *self.by_database.get(database)?;
+        (u != d).then(|| (&self.list[u], &self.list[d]))
+    }
+
     pub fn all(&self) -> &[Arc<Tenant>] {
         &self.list
     }
