@@ -1,5 +1,6 @@
 //! Wiring: shared state, listeners, background tasks and graceful drain.
 
+use crate::auth::passthrough::KeySlot;
 use crate::auth::scram::Verifier;
 use crate::backend::connect::Login;
 use crate::backend::tls::{ServerTls, ServerTlsError};
@@ -59,6 +60,8 @@ pub struct UserEntry {
     /// How the router logs into servers for this user.
     pub server_user: String,
     pub server_password: Option<String>,
+    /// An "md5..." stored hash of the server role, for md5 pass-through.
+    pub server_md5: Option<String>,
 }
 
 impl UserEntry {
@@ -73,9 +76,15 @@ impl UserEntry {
             None => None,
         };
         let plaintext = password.filter(|p| !is_verifier(p) && !is_md5(p));
+        let server_user = cfg.server_user.clone().unwrap_or_else(|| cfg.name.clone());
+        // An md5 hash is salted with the role name: only good for that role.
+        let server_md5 = password
+            .filter(|p| is_md5(p) && server_user == cfg.name)
+            .map(str::to_string);
         Self {
             verifier,
-            server_user: cfg.server_user.clone().unwrap_or_else(|| cfg.name.clone()),
+            server_md5,
+            server_user,
             server_password: cfg
                 .server_password
                 .clone()
@@ -119,6 +128,10 @@ pub struct Shared {
     client_ids: AtomicU64,
     /// Failed logins per client address (`[auth]`).
     pub logins: crate::auth::throttle::LoginThrottle,
+    /// `[auth] query`: users looked up on the writer, with their cache.
+    pub lookup: crate::auth::lookup::UserLookup,
+    /// SCRAM keys learned from client logins, by user (pass-through).
+    key_slots: Mutex<HashMap<String, Arc<KeySlot>>>,
     /// Client TLS (`[tls]`); rebuilt by each reload, so renewed certificate
     /// files are picked up.
     tls: arc_swap::ArcSwapOption<crate::tls::ClientTls>,
@@ -189,6 +202,8 @@ impl Shared {
             overflow_slots: Arc::new(Semaphore::new(128)),
             client_ids: AtomicU64::new(1),
             logins: Default::default(),
+            key_slots: Default::default(),
+            lookup: Default::default(),
             config: ArcSwap::from_pointee(config),
         })
     }
@@ -273,6 +288,11 @@ impl Shared {
             tracing::info!(?added, ?removed, "replicas changed by reload");
         }
         self.users.store(Arc::new(users_of(&new)));
+        if new.auth.query != self.config().auth.query
+            || new.auth.query_user != self.config().auth.query_user
+        {
+            self.lookup.clear();
+        }
         let tenants = self.tenants().reconfigure(&new, &self.metrics);
         self.tenants.store(Arc::new(tenants));
         self.pool_settings.store(Arc::new(pool_settings_of(&new)));
@@ -288,6 +308,45 @@ impl Shared {
     /// A configured user (as of the running configuration).
     pub fn user(&self, name: &str) -> Option<Arc<UserEntry>> {
         self.users.load().get(name).cloned()
+    }
+
+    /// A [[users]] entry, or else what `[auth] query` says about `name`
+    /// (None: no such user).
+    pub async fn find_user(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<UserEntry>>, crate::auth::lookup::LookupError> {
+        if let Some(u) = self.user(name) {
+            return Ok(Some(u));
+        }
+        let (auth, timeout) = {
+            let config = self.config();
+            if config.auth.query.is_none() {
+                return Ok(None);
+            }
+            (
+                config.auth.clone(),
+                config.server.server_connect_timeout.get(),
+            )
+        };
+        let writer = match &**self.monitor.writer() {
+            Writer::Node(i) => self
+                .monitor
+                .nodes()
+                .get(*i)
+                .map(|n| n.target.clone())
+                .unwrap_or_else(|| self.primary.clone()),
+            Writer::Refused(_) => self.primary.clone(),
+        };
+        let found = self.lookup.find(&auth, &writer, name, timeout).await?;
+        Ok(found.map(|cfg| Arc::new(UserEntry::new(&cfg))))
+    }
+
+    /// Where the SCRAM keys of `user`'s client logins are kept for its
+    /// server logins (SCRAM pass-through).
+    pub fn key_slot(&self, user: &str) -> Arc<KeySlot> {
+        let mut slots = self.key_slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(user.to_string()).or_default().clone()
     }
 
     /// Every tenant of the running configuration.
@@ -324,9 +383,13 @@ impl Shared {
     /// The pool of `target` for this user and database (in their tenant).
     pub fn pool_for(&self, target: &Arc<Target>, user: &UserEntry, database: &str) -> Arc<Pool> {
         let tenant = self.tenant_of(user, database);
+        // Without a server password, log in with what the client proved.
+        let passthrough = user.server_password.is_none();
         let login = Login {
             user: user.server_user.clone(),
             password: user.server_password.clone(),
+            md5_hash: user.server_md5.clone().filter(|_| passthrough),
+            scram_keys: passthrough.then(|| self.key_slot(&user.cfg.name)),
             database: database.to_string(),
             options: tenant.server_options(),
         };
@@ -375,7 +438,16 @@ impl Shared {
                 e.server_user.clone(),
                 l.monitor_password.clone().or(e.server_password.clone()),
             ),
-            (None, None) => ("postgres".into(), l.monitor_password.clone()),
+            // Only looked-up users: the auth query's role.
+            (None, None) => match &config.auth.query_user {
+                Some(u) => (
+                    u.clone(),
+                    l.monitor_password
+                        .clone()
+                        .or(config.auth.query_password.clone()),
+                ),
+                None => ("postgres".into(), l.monitor_password.clone()),
+            },
         };
         ProbeLogin {
             user,

@@ -320,3 +320,150 @@ async fn a_tenant_user_cannot_reach_another_tenants_database() {
 fn toml_default_tenant() -> TenantConfig {
     toml::from_str("").unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// SCRAM pass-through with a verifier copied from pg_authid: router.toml
+/// holds no plaintext, and the router still logs into the server as the
+/// user, with the keys the client's proof yielded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_pass_through_needs_no_plaintext() {
+    let db = database("login_passthrough");
+    let verifier = primary_sql(
+        "postgres",
+        &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{USER}'"),
+    );
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let v = verifier.clone();
+    let r = router(move |c| {
+        c.users[0].password = Some(v);
+        c.users[0].server_password = None;
+    })
+    .await;
+    let c = connect(&r, &db).await;
+    assert_eq!(
+        first_value(&c, "SELECT current_user").await.as_deref(),
+        Some(USER)
+    );
+    let url = format!("postgres://{USER}:wrong@127.0.0.1:{}/{db}", r.addr.port());
+    let e = connect_url(&url)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("wrong password accepted"));
+    assert_eq!(code(&e), "28P01");
+    drop(r);
+
+    // A verifier of the same password with another salt checks the client
+    // but cannot log into the server: said plainly.
+    let other = postgres_protocol::password::scram_sha_256(PASSWORD.as_bytes());
+    let r = router(move |c| {
+        c.users[0].password = Some(other);
+        c.users[0].server_password = None;
+        c.routing.enabled = false;
+    })
+    .await;
+    let e = try_connect(&r, &db)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("logged in"));
+    assert!(
+        describe(&e).contains("another SCRAM verifier"),
+        "{}",
+        describe(&e)
+    );
+}
+
+/// Sets up the lookup function PgBouncer's docs recommend (SECURITY
+/// DEFINER over pg_shadow, callable only by the auth role) and a role to
+/// look up, once per cluster.
+fn auth_query_setup() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        primary_sql(
+            "postgres",
+            "CREATE ROLE pgrouter_auth LOGIN PASSWORD 'auth-secret'; \
+             CREATE ROLE looked_up LOGIN PASSWORD 'lp'; \
+             CREATE SCHEMA pgrouter; \
+             CREATE FUNCTION pgrouter.lookup(i_user text, OUT usename name, OUT passwd text) \
+               RETURNS record LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog \
+               AS $$ SELECT usename, passwd FROM pg_shadow WHERE usename = i_user $$; \
+             REVOKE ALL ON FUNCTION pgrouter.lookup(text) FROM public; \
+             GRANT USAGE ON SCHEMA pgrouter TO pgrouter_auth; \
+             GRANT EXECUTE ON FUNCTION pgrouter.lookup(text) TO pgrouter_auth",
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_looks_users_up_and_caches_them() {
+    auth_query_setup();
+    let db = database("login_auth_query");
+    primary_sql(&db, "GRANT ALL ON SCHEMA public TO looked_up");
+    let r = router(|c| {
+        c.auth.query = Some("SELECT usename, passwd FROM pgrouter.lookup($1)".into());
+        c.auth.query_user = Some("pgrouter_auth".into());
+        c.auth.query_password = Some("auth-secret".into());
+        c.auth.cache_ttl = HumanDuration::from_millis(300);
+        c.auth.max_failed_logins = 0;
+    })
+    .await;
+    let port = r.addr.port();
+    let as_user =
+        |user: &str, password: &str| format!("postgres://{user}:{password}@127.0.0.1:{port}/{db}");
+    let stats = &r.shared.lookup.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    // Not in router.toml: found by the query, checked against its
+    // verifier, logged into the server by pass-through.
+    let c = connect_url(&as_user("looked_up", "lp"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(
+        first_value(&c, "SELECT current_user").await.as_deref(),
+        Some("looked_up")
+    );
+    c.simple_query("CREATE TABLE mine (x int); INSERT INTO mine VALUES (1)")
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    // A second login within cache_ttl asks nobody.
+    let queries = load(&stats.queries);
+    connect_url(&as_user("looked_up", "lp"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(
+        load(&stats.queries),
+        queries,
+        "asked again within cache_ttl"
+    );
+    assert!(load(&stats.cache_hits) >= 1);
+    // Wrong password and unknown user: the same answer.
+    let wrong = connect_url(&as_user("looked_up", "nope")).await.err();
+    let unknown = connect_url(&as_user("nobody_here", "nope")).await.err();
+    let text = |e: Option<tokio_postgres::Error>, name: &str| {
+        describe(&e.unwrap_or_else(|| panic!("{name} logged in"))).replace(name, "<user>")
+    };
+    assert_eq!(text(wrong, "looked_up"), text(unknown, "nobody_here"));
+    // A new password on the server is in effect once the cache expires.
+    primary_sql("postgres", "ALTER ROLE looked_up PASSWORD 'lp2'");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e = connect_url(&as_user("looked_up", "lp")).await.err();
+    assert_eq!(
+        code(&e.unwrap_or_else(|| panic!("old password accepted"))),
+        "28P01"
+    );
+    let c = connect_url(&as_user("looked_up", "lp2"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(
+        first_value(&c, "SELECT count(*) FROM mine")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    // The router's config holds no password of looked_up, and the server
+    // saw it log in as looked_up (not as the auth role).
+    assert!(r
+        .shared
+        .config()
+        .users
+        .iter()
+        .all(|u| u.name != "looked_up"));
+    primary_sql("postgres", "ALTER ROLE looked_up PASSWORD 'lp'");
+}

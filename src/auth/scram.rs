@@ -81,7 +81,7 @@ impl Verifier {
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length, so new_from_slice cannot fail.
     let mut m = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
@@ -115,6 +115,8 @@ pub struct ScramServer {
     /// SCRAM-SHA-256-PLUS is offered).
     end_point: Option<std::sync::Arc<[u8]>>,
     state: State,
+    /// The client's keys, once its proof checked out (SCRAM pass-through).
+    keys: Option<super::passthrough::ScramKeys>,
 }
 
 impl ScramServer {
@@ -124,6 +126,7 @@ impl ScramServer {
             doomed,
             end_point,
             state: State::AwaitingFirst,
+            keys: None,
         }
     }
 
@@ -259,7 +262,19 @@ impl ScramServer {
             return Err(AuthError::Failed);
         }
         let server_signature = hmac(&self.verifier.server_key, &[auth_message.as_bytes()]);
+        self.keys = Some(super::passthrough::ScramKeys {
+            client_key,
+            server_key: self.verifier.server_key,
+            salt: self.verifier.salt.clone(),
+            iterations: self.verifier.iterations,
+        });
         Ok(format!("v={}", B64.encode(server_signature)))
+    }
+
+    /// After a successful exchange: the client's keys, which can log into a
+    /// server holding the same verifier.
+    pub fn keys(&self) -> Option<super::passthrough::ScramKeys> {
+        self.keys.clone()
     }
 }
 

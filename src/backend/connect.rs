@@ -4,6 +4,7 @@
 
 use super::conn::ServerConn;
 use super::{BackendError, Target};
+use crate::auth::passthrough::{KeyClient, KeySlot};
 use crate::protocol::{framing, messages, parse};
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -11,11 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Who to log in as.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug)]
 pub struct Login {
     pub user: String,
     /// Plaintext password, when the router has one.
     pub password: Option<String>,
+    /// Without a password: an "md5..." stored hash (md5 pass-through; only
+    /// valid for the role it was made for).
+    pub md5_hash: Option<String>,
+    /// Without a password: the SCRAM keys the user's last client login
+    /// yielded (SCRAM pass-through, crate::auth::passthrough).
+    pub scram_keys: Option<Arc<KeySlot>>,
     pub database: String,
     /// Startup `options` (`-c name=value`): session defaults of every
     /// connection of this login, which RESET and DISCARD ALL return to.
@@ -75,6 +82,7 @@ async fn login_exchange(conn: &mut ServerConn, login: &Login) -> Result<(), Back
     messages::startup(&mut out, &params);
     conn.write_all(&out).await?;
     let mut scram: Option<ScramSha256> = None;
+    let mut by_keys: Option<KeyClient> = None;
     let need_password = || {
         login.password.as_deref().ok_or_else(|| {
             BackendError::login(
@@ -105,11 +113,16 @@ async fn login_exchange(conn: &mut ServerConn, login: &Login) -> Result<(), Back
                             .get(..4)
                             .and_then(|s| s.try_into().ok())
                             .ok_or_else(|| BackendError::login(&target, "short md5 salt"))?;
-                        let hash = postgres_protocol::authentication::md5_hash(
-                            login.user.as_bytes(),
-                            need_password()?.as_bytes(),
-                            salt,
-                        );
+                        let hash = match (&login.password, &login.md5_hash) {
+                            (None, Some(stored)) => {
+                                crate::auth::md5::expected_response(&login.user, stored, salt)
+                            }
+                            _ => postgres_protocol::authentication::md5_hash(
+                                login.user.as_bytes(),
+                                need_password()?.as_bytes(),
+                                salt,
+                            ),
+                        };
                         messages::password(&mut out, &hash);
                     }
                     10 => {
@@ -122,16 +135,55 @@ async fn login_exchange(conn: &mut ServerConn, login: &Login) -> Result<(), Back
                                 "the server offers no SASL mechanism pgrouter supports",
                             ));
                         }
-                        let s = ScramSha256::new(
-                            need_password()?.as_bytes(),
-                            ChannelBinding::unsupported(),
-                        );
-                        messages::sasl_initial_response(
-                            &mut out,
-                            crate::auth::scram::MECHANISM,
-                            s.message(),
-                        );
-                        scram = Some(s);
+                        let keys = login.scram_keys.as_ref().and_then(|k| k.load());
+                        match (&login.password, keys) {
+                            (None, Some(keys)) => {
+                                let c = KeyClient::new(keys);
+                                messages::sasl_initial_response(
+                                    &mut out,
+                                    crate::auth::scram::MECHANISM,
+                                    c.first_message().as_bytes(),
+                                );
+                                by_keys = Some(c);
+                            }
+                            (None, None) if login.scram_keys.is_some() => {
+                                return Err(BackendError::login(
+                                    &target,
+                                    format!(
+                                        "no plaintext password for user {:?}, and no client has logged in as it yet to lend its SCRAM keys (pass-through); set server_password to connect before the first login",
+                                        login.user
+                                    ),
+                                ))
+                            }
+                            _ => {
+                                let s = ScramSha256::new(
+                                    need_password()?.as_bytes(),
+                                    ChannelBinding::unsupported(),
+                                );
+                                messages::sasl_initial_response(
+                                    &mut out,
+                                    crate::auth::scram::MECHANISM,
+                                    s.message(),
+                                );
+                                scram = Some(s);
+                            }
+                        }
+                    }
+                    11 if by_keys.is_some() => {
+                        let c = by_keys
+                            .as_mut()
+                            .ok_or_else(|| BackendError::login(&target, "unexpected SASL continue"))?;
+                        let reply = c.final_message(data).map_err(|e| {
+                            BackendError::login(&target, format!("SCRAM pass-through: {e}"))
+                        })?;
+                        messages::sasl_response(&mut out, reply.as_bytes());
+                    }
+                    12 if by_keys.is_some() => {
+                        if let Some(c) = by_keys.take() {
+                            c.verify(data).map_err(|e| {
+                                BackendError::login(&target, format!("SCRAM pass-through: {e}"))
+                            })?;
+                        }
                     }
                     11 => {
                         let mut s = scram

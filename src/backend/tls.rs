@@ -4,8 +4,9 @@
 //! and the configured host name (or IP address).
 //!
 //! [`open`] makes the connection (SSLRequest, then the handshake) for the
-//! pool's sessions and for cancel requests; [`MonitorTls`] lets the lag
-//! monitor's tokio-postgres connections use the same settings.
+//! pool's sessions and for cancel requests; [`SideTls`] lets the lag
+//! monitor's and the auth query's tokio-postgres connections use the same
+//! settings.
 
 use super::{BackendError, Target};
 use crate::config::ServerTlsMode;
@@ -284,12 +285,12 @@ pub async fn open(target: &Target) -> Result<ServerStream, BackendError> {
     Ok(ServerStream::Tls(Box::new(tls)))
 }
 
-/// The lag monitor's tokio-postgres connections with the server's TLS
-/// settings (the monitor reads no secrets, but it logs in).
+/// The router's side connections through tokio-postgres (the lag monitor,
+/// `[auth] query`) with the server's TLS settings.
 #[derive(Clone)]
-pub struct MonitorTls(pub ServerTls);
+pub struct SideTls(pub ServerTls);
 
-impl MonitorTls {
+impl SideTls {
     /// The tokio-postgres sslmode matching the server's `tls`.
     pub fn ssl_mode(&self) -> tokio_postgres::config::SslMode {
         use tokio_postgres::config::SslMode;
@@ -301,12 +302,12 @@ impl MonitorTls {
     }
 }
 
-impl tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> for MonitorTls {
-    type Stream = MonitorStream;
-    type TlsConnect = MonitorConnect;
+impl tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> for SideTls {
+    type Stream = SideStream;
+    type TlsConnect = SideConnect;
     type Error = std::io::Error;
 
-    fn make_tls_connect(&mut self, domain: &str) -> std::io::Result<MonitorConnect> {
+    fn make_tls_connect(&mut self, domain: &str) -> std::io::Result<SideConnect> {
         let connector = self
             .0
             .connector
@@ -314,40 +315,39 @@ impl tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> for MonitorTls 
             .ok_or_else(|| std::io::Error::other("TLS is disabled for this server"))?;
         let name = ServerName::try_from(domain.to_string())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        Ok(MonitorConnect { connector, name })
+        Ok(SideConnect { connector, name })
     }
 }
 
-pub struct MonitorConnect {
+pub struct SideConnect {
     connector: TlsConnector,
     name: ServerName<'static>,
 }
 
-type ConnectFuture =
-    Pin<Box<dyn std::future::Future<Output = std::io::Result<MonitorStream>> + Send>>;
+type ConnectFuture = Pin<Box<dyn std::future::Future<Output = std::io::Result<SideStream>> + Send>>;
 
-impl tokio_postgres::tls::TlsConnect<tokio_postgres::Socket> for MonitorConnect {
-    type Stream = MonitorStream;
+impl tokio_postgres::tls::TlsConnect<tokio_postgres::Socket> for SideConnect {
+    type Stream = SideStream;
     type Error = std::io::Error;
     type Future = ConnectFuture;
 
     fn connect(self, stream: tokio_postgres::Socket) -> ConnectFuture {
         Box::pin(async move {
             let tls = self.connector.connect(self.name, stream).await?;
-            Ok(MonitorStream(Box::new(tls)))
+            Ok(SideStream(Box::new(tls)))
         })
     }
 }
 
-pub struct MonitorStream(Box<TlsStream<tokio_postgres::Socket>>);
+pub struct SideStream(Box<TlsStream<tokio_postgres::Socket>>);
 
-impl tokio_postgres::tls::TlsStream for MonitorStream {
+impl tokio_postgres::tls::TlsStream for SideStream {
     fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
         tokio_postgres::tls::ChannelBinding::none()
     }
 }
 
-impl AsyncRead for MonitorStream {
+impl AsyncRead for SideStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -357,7 +357,7 @@ impl AsyncRead for MonitorStream {
     }
 }
 
-impl AsyncWrite for MonitorStream {
+impl AsyncWrite for SideStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

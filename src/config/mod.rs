@@ -109,6 +109,7 @@ impl Config {
             ("server.server_reset_timeout", s.server_reset_timeout),
             ("auth.failed_login_window", self.auth.failed_login_window),
             ("auth.failed_login_lockout", self.auth.failed_login_lockout),
+            ("auth.cache_ttl", self.auth.cache_ttl),
         ] {
             if d.get().is_zero() {
                 return Err(invalid(key, "must be greater than 0"));
@@ -117,7 +118,7 @@ impl Config {
         if self.pool.pool_size == 0 {
             return Err(invalid("pool.pool_size", "must be at least 1"));
         }
-        if self.users.is_empty() {
+        if self.users.is_empty() && self.auth.query.is_none() {
             return Err(invalid("users", "at least one [[users]] entry is required"));
         }
         for (i, u) in self.users.iter().enumerate() {
@@ -171,6 +172,17 @@ impl Config {
                 return Err(invalid(
                     format!("replicas[{i}].weight"),
                     "must be at least 1",
+                ));
+            }
+        }
+        if let Some(q) = &self.auth.query {
+            if !q.contains("$1") {
+                return Err(invalid("auth.query", "must use $1 (the user name)"));
+            }
+            if self.auth.query_user.is_none() {
+                return Err(invalid(
+                    "auth.query_user",
+                    "is required with auth.query (the role that runs it)",
                 ));
             }
         }
@@ -304,6 +316,9 @@ impl Config {
             if u.server_password.is_some() {
                 u.server_password = Some("<redacted>".into());
             }
+        }
+        if c.auth.query_password.is_some() {
+            c.auth.query_password = Some("<redacted>".into());
         }
         if c.lag.monitor_password.is_some() {
             c.lag.monitor_password = Some("<redacted>".into());

@@ -47,6 +47,21 @@ pub struct AuthConfig {
     pub max_failed_logins: u32,
     pub failed_login_window: HumanDuration,
     pub failed_login_lockout: HumanDuration,
+    /// Looks up users not listed in [[users]] on the server taking writes:
+    /// `$1` is the user name, the result (name, password) — a
+    /// "SCRAM-SHA-256$..." verifier or an "md5..." hash, as in pg_authid.
+    /// Unset: only [[users]] may log in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The role that runs `query` (a role allowed to call the lookup function).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_password: Option<String>,
+    /// The database `query` runs in.
+    pub query_database: String,
+    /// How long an answer of `query` (a user, or "no such user") is reused.
+    pub cache_ttl: HumanDuration,
 }
 
 impl Default for AuthConfig {
@@ -55,6 +70,11 @@ impl Default for AuthConfig {
             max_failed_logins: 20,
             failed_login_window: HumanDuration::from_secs(60),
             failed_login_lockout: HumanDuration::from_secs(60),
+            query: None,
+            query_user: None,
+            query_password: None,
+            query_database: "postgres".into(),
+            cache_ttl: HumanDuration::from_secs(60),
         }
     }
 }

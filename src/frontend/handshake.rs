@@ -7,6 +7,7 @@ use super::params;
 use super::stream::ClientStream;
 use super::ClientError;
 use crate::app::{Shared, UserEntry};
+use crate::auth::passthrough::ScramKeys;
 use crate::auth::scram::{ScramServer, Verifier};
 use crate::auth::{md5, AuthError};
 use crate::backend::conn::Params;
@@ -164,12 +165,21 @@ pub async fn login(
         messages::negotiate_protocol_version(&mut out, 0, &unknown_options);
     }
 
-    let user = shared.user(&user_name);
-    authenticate(client, &mut out, user.as_deref(), &user_name).await?;
+    let user = shared.find_user(&user_name).await.map_err(|e| {
+        ClientError::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            format!("pgrouter: cannot check the password: {e}"),
+        )
+    })?;
+    let keys = authenticate(client, &mut out, user.as_deref(), &user_name).await?;
     let Some(user) = user else {
         // authenticate() never succeeds for unknown users.
         return Err(ClientError::AuthFailed { user: user_name });
     };
+    if let (Some(keys), None) = (keys, &user.server_password) {
+        // SCRAM pass-through: the server logins of this user use them.
+        shared.key_slot(&user.cfg.name).store(keys);
+    }
     if database == shared.config().admin.database {
         return admin_login(client, shared, out, &user, id).await;
     }
@@ -321,18 +331,19 @@ async fn admin_login(
 
 /// Verifies the client's password. Unknown users run a SCRAM exchange
 /// against a made-up verifier and fail exactly like a wrong password.
+/// After SCRAM, returns the client's keys (for pass-through).
 async fn authenticate(
     client: &mut ClientStream,
     out: &mut BytesMut,
     user: Option<&UserEntry>,
     user_name: &str,
-) -> Result<(), ClientError> {
+) -> Result<Option<ScramKeys>, ClientError> {
     let failed = || ClientError::AuthFailed {
         user: user_name.to_string(),
     };
     let method = user.map(|u| u.cfg.auth).unwrap_or(AuthMethod::ScramSha256);
     match method {
-        AuthMethod::Trust => Ok(()),
+        AuthMethod::Trust => Ok(None),
         AuthMethod::Md5 => {
             let secret = user
                 .and_then(|u| u.cfg.password.as_deref())
@@ -344,7 +355,7 @@ async fn authenticate(
             let msg = expect_password_message(client).await?;
             let response = parse::password(&msg[5..])?;
             if md5::verify(user_name, secret, salt, response) {
-                Ok(())
+                Ok(None)
             } else {
                 Err(failed())
             }
@@ -373,7 +384,7 @@ async fn authenticate(
                 .client_final(&msg[5..])
                 .map_err(|e| scram_error(e, user_name))?;
             messages::auth_sasl_final(out, last.as_bytes());
-            Ok(())
+            Ok(scram.keys())
         }
     }
 }

@@ -57,7 +57,7 @@ impl ProbeConn {
             cfg.password(p);
         }
         let work = async {
-            let tls = crate::backend::tls::MonitorTls(target.tls.clone());
+            let tls = crate::backend::tls::SideTls(target.tls.clone());
             cfg.ssl_mode(tls.ssl_mode());
             let (client, connection) = cfg.connect(tls).await?;
             tokio::spawn(async move {
