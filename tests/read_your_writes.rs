@@ -144,6 +144,108 @@ async fn a_write_pipelined_behind_a_primary_read_is_recorded() {
     }
 }
 
+/// User scope with a client that pipelines: the write's ReadyForQuery must
+/// not reach the client (mid-loan, with more of its work queued behind)
+/// before the write position is published, or the user's other connection
+/// reads stale data (seen with postgres.js).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_scope_publishes_a_write_before_its_pipelined_successors_run() {
+    let db = setup("ryw_user_pipelined").await;
+    let r = router(|c| {
+        tolerate_delay(c);
+        c.routing.read_your_writes = ReadYourWrites::Lsn;
+        c.routing.consistency_scope = ConsistencyScope::User;
+    })
+    .await;
+    let writer = std::sync::Arc::new(connect(&r, &db).await);
+    let reader = connect(&r, &db).await;
+    for i in 0..5 {
+        let w = writer.clone();
+        let insert =
+            tokio::spawn(
+                async move { w.simple_query(&format!("INSERT INTO t VALUES ({i})")).await },
+            );
+        // Queued behind the INSERT on the same connection, still running
+        // when the INSERT is acknowledged.
+        let w = writer.clone();
+        let busy = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            w.simple_query("/* pgrouter:primary */ SELECT pg_sleep(0.3)")
+                .await
+        });
+        insert
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{}", describe(&e)));
+        let seen = first_value(&reader, &format!("SELECT count(*) FROM t WHERE id = {i}")).await;
+        assert_eq!(
+            seen.as_deref(),
+            Some("1"),
+            "round {i}: stale read on the user's other connection"
+        );
+        busy.await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    }
+}
+
+/// A write prepared with Parse + Describe + Flush (no Sync: the client
+/// waits for the types, as postgres.js does) and executed afterwards in the
+/// same loan is recorded: the next read sees it, though the replicas are
+/// 1 s behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_described_before_its_execute_is_recorded() {
+    use common::raw;
+    let db = setup("ryw_describe_first").await;
+    primary_sql(&db, &format!("GRANT ALL ON t TO {RAW_USER}"));
+    wait_replicas_caught_up();
+    let r = router(tolerate_delay).await;
+    let mut c = raw::RawClient::login(r.addr.port(), RAW_USER, &db).await;
+    for i in 0..3 {
+        let parse = format!("\0INSERT INTO t VALUES ({i})\0\0\0");
+        c.send(
+            &[
+                raw::msg(b'P', parse.as_bytes()),
+                raw::msg(b'D', b"S\0"),
+                raw::msg(b'H', b""),
+            ]
+            .concat(),
+        )
+        .await;
+        // ParseComplete, ParameterDescription, NoData: no ReadyForQuery.
+        for want in [b'1', b't', b'n'] {
+            let (tag, body) = c.next().await.unwrap_or_else(|| panic!("closed"));
+            assert_eq!(tag, want, "{}", String::from_utf8_lossy(&body));
+        }
+        c.send(
+            &[
+                raw::msg(b'B', b"\0\0\0\0\0\0\0\0"),
+                raw::msg(b'E', b"\0\0\0\0\0"),
+                raw::msg(b'S', b""),
+            ]
+            .concat(),
+        )
+        .await;
+        let answers = c.until_ready().await;
+        assert!(answers.iter().any(|(t, _)| *t == b'C'), "{answers:?}");
+        c.send(&raw::query(&format!(
+            "SELECT count(*) FROM t WHERE id = {i}"
+        )))
+        .await;
+        let answers = c.until_ready().await;
+        let row = answers
+            .iter()
+            .find(|(t, _)| *t == b'D')
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default();
+        let text: Vec<String> = answers
+            .iter()
+            .map(|(t, b)| format!("{}:{}", *t as char, String::from_utf8_lossy(b)))
+            .collect();
+        assert!(row.ends_with(b"1"), "round {i}: stale read {text:?}");
+    }
+}
+
 /// The checker can fail: with read-your-writes off, the lagging replicas
 /// serve reads that miss the row just written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

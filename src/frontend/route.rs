@@ -144,12 +144,16 @@ impl Session<'_> {
         // Statements parsed earlier in this batch (already classified).
         let mut parsed: Vec<&str> = Vec::new();
         let mut executes = false;
+        let mut synced = false;
         while let Ok(Some(n)) = framing::complete_len(buf, self.client.max_message) {
             let (msg, rest) = buf.split_at(n);
             buf = rest;
             let body = msg.get(5..).unwrap_or(&[]);
             let sql = match msg[0] {
-                b'S' => break,
+                b'S' => {
+                    synced = true;
+                    break;
+                }
                 b'P' => {
                     let (name, rest) = parse::cstr(body, "Parse").ok()?;
                     if !name.is_empty() && !tracked {
@@ -184,7 +188,10 @@ impl Session<'_> {
                 Some(_) => {}
             }
         }
-        first.map(|(sql, c)| (sql, c, executes))
+        // Without a Sync yet (Parse + Describe + Flush, as postgres.js
+        // sends to learn types), the Execute may still come in this loan:
+        // count it as executing, or a write would go unrecorded.
+        first.map(|(sql, c)| (sql, c, executes || !synced))
     }
 
     /// The SQL of the statement a Bind or Describe names: Some(None) when it

@@ -685,15 +685,6 @@ impl Session<'_> {
     /// mode), or until the client terminates.
     async fn relay(&mut self, retryable: bool) -> Result<Relay, ClientError> {
         let stop_when_idle = self.mode == PoolMode::Transaction || !self.session_pinned;
-        // For a read, forward up to one sync point at a time: a pipelined
-        // write behind it must be routed anew, not sent to a replica, and on
-        // the primary (a read placed there) its write position recorded.
-        let one_sync = self.loan_replica.is_some()
-            || (!self.loan_wrote
-                && !matches!(
-                    self.loan_reason,
-                    RouteReason::RoutingOff | RouteReason::SessionPinned
-                ));
         // In user scope, another connection of the same user may read as soon
         // as this client sees its commit, so the final ReadyForQuery of a
         // write transaction waits until the write position is published.
@@ -706,6 +697,22 @@ impl Session<'_> {
                 && routing.read_your_writes != ReadYourWrites::Off;
             (hold, config.pool.max_prepared_statements)
         };
+        // Forward up to one sync point at a time (the next one is routed
+        // anew once this one is answered and the session is idle):
+        // - for a read: a pipelined write behind it must not reach a
+        //   replica, and on the primary (a read placed there) its write
+        //   position must be recorded;
+        // - for a write whose commit must be published first (hold_ready):
+        //   else the commit's ReadyForQuery would reach the client, mid-loan,
+        //   before the position is recorded (drivers that pipeline, such as
+        //   postgres.js, then read stale data on another connection).
+        let one_sync = self.loan_replica.is_some()
+            || hold_ready
+            || (!self.loan_wrote
+                && !matches!(
+                    self.loan_reason,
+                    RouteReason::RoutingOff | RouteReason::SessionPinned
+                ));
         // Named statements are tracked and rewritten in transaction mode,
         // whatever the loan starts with (drivers often BEGIN with a simple
         // Query and prepare inside): every answer goes through the splicer,
