@@ -174,7 +174,14 @@ impl Session<'_> {
                 self.answer_aborted().await?;
                 continue;
             }
-            match self.client.buf[0] {
+            let tag = self.client.buf[0];
+            if !framing::is_session_message(tag) {
+                return Err(ClientError::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    framing::unexpected_message(tag),
+                ));
+            }
+            match tag {
                 b'X' => return Ok(()),
                 b'S' => {
                     // A Sync with nothing before it needs no server.
@@ -758,6 +765,13 @@ impl Session<'_> {
                 if tag == b'X' {
                     terminated = true;
                     break;
+                }
+                if !framing::is_session_message(tag) {
+                    // Not forwarded: the server would end its session.
+                    return Err(ClientError::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        framing::unexpected_message(tag),
+                    ));
                 }
                 server.tracker.client_sent(tag);
                 if matches!(tag, b'Q' | b'E') {

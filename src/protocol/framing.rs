@@ -14,6 +14,29 @@ pub const MAX_STARTUP_LEN: usize = 10_000;
 /// Tag byte plus the 4-byte length.
 pub const HEADER_LEN: usize = 5;
 
+/// Whether `tag` is a message a client may send once logged in (Query,
+/// the extended protocol, FunctionCall, COPY, Terminate). Anything else
+/// (including a password message) is a protocol violation the router
+/// answers itself: PostgreSQL would end the server session for it.
+pub fn is_session_message(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f' | b'X'
+    )
+}
+
+/// A client message type the router does not accept after login.
+pub fn unexpected_message(tag: u8) -> String {
+    if tag.is_ascii_graphic() {
+        format!(
+            "pgrouter: invalid frontend message type {tag} ('{}')",
+            tag as char
+        )
+    } else {
+        format!("pgrouter: invalid frontend message type {tag}")
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtocolError {
     #[error("invalid message length {len} for message type {tag:?} (minimum is 4)")]
