@@ -602,7 +602,7 @@ impl Router {
         }
         let listen = config.listen_addr()?;
         let http_listen = config.http_addr()?;
-        let listener = bind(listen, "server.listen")?;
+        let listener = bind(listen, "server.listen", config.server.reuse_port)?;
         let http = TcpListener::bind(http_listen)
             .await
             .map_err(|source| AppError::Bind {
@@ -719,8 +719,9 @@ async fn catalog_refresher(shared: Arc<Shared>) {
     }
 }
 
-/// SO_REUSEADDR lets a restarted router bind at once despite TIME_WAIT.
-fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, AppError> {
+/// SO_REUSEADDR lets a restarted router bind at once despite TIME_WAIT;
+/// SO_REUSEPORT (`reuse_port`) lets an old and a new process share the port.
+fn bind(addr: SocketAddr, key: &'static str, reuse_port: bool) -> Result<TcpListener, AppError> {
     let err = |source| AppError::Bind { key, addr, source };
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
@@ -728,6 +729,9 @@ fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, AppError> {
     }
     .map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
+    if reuse_port {
+        socket.set_reuseport(true).map_err(err)?;
+    }
     socket.bind(addr).map_err(err)?;
     socket.listen(1024).map_err(err)
 }

@@ -85,6 +85,7 @@ const RESTART_ONLY: &[&str] = &[
     "server.listen",
     "server.http_listen",
     "server.worker_threads",
+    "server.reuse_port",
     "server.pool_mode",
     "server.max_message_size",
     "server.max_server_conn_per_backend",
@@ -125,6 +126,7 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
     s.listen.clone_from(&old.server.listen);
     s.http_listen.clone_from(&old.server.http_listen);
     s.worker_threads = old.server.worker_threads;
+    s.reuse_port = old.server.reuse_port;
     s.pool_mode = old.server.pool_mode;
     s.max_message_size = old.server.max_message_size;
     s.max_server_conn_per_backend = old.server.max_server_conn_per_backend;

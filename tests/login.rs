@@ -422,6 +422,25 @@ async fn auth_query_looks_users_up_and_caches_them() {
     c.simple_query("CREATE TABLE mine (x int); INSERT INTO mine VALUES (1)")
         .await
         .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    // psql too (libpq's SCRAM client).
+    let psql = std::process::Command::new(cluster().bindir.join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-d",
+            &as_user("looked_up", "lp"),
+            "-c",
+            "SELECT current_user",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&psql.stdout).trim(),
+        "looked_up",
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
     // A second login within cache_ttl asks nobody.
     let queries = load(&stats.queries);
     connect_url(&as_user("looked_up", "lp"))

@@ -370,6 +370,12 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Threads that run client sessions (0: one per core).
     pub worker_threads: usize,
+    /// SO_REUSEPORT on `listen`: several pgrouter processes may listen on
+    /// the same port, so a new version can start beside the old one before
+    /// it drains (docs/scale-out.md). Off by default: a second router
+    /// started by mistake fails with "address in use" instead of silently
+    /// taking half the connections.
+    pub reuse_port: bool,
     /// `error`, `warn`, `info`, `debug` or `trace` (RUST_LOG overrides it).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -396,6 +402,7 @@ impl Default for ServerConfig {
             server_reset_query: "DISCARD ALL".into(),
             max_message_size: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
             worker_threads: 0,
+            reuse_port: false,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             log_slow_transactions: HumanDuration::from_secs(0),
