@@ -9,5 +9,5 @@ scripts/ensure-postgres.sh
 scripts/ensure-test-tools.sh
 scripts/ensure-drivers.sh
 # The tools were just installed: tests that use them must not skip.
-export PGROUTER_REQUIRE_PROMTOOL=1 PGROUTER_REQUIRE_CHROMIUM=1 PGROUTER_REQUIRE_DRIVERS=1
+export PGROUTER_REQUIRE_PROMTOOL=1 PGROUTER_REQUIRE_CHROMIUM=1 PGROUTER_REQUIRE_DRIVERS=1 PGROUTER_REQUIRE_HAPROXY=1
 cargo test --locked "$@"
