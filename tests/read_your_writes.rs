@@ -246,6 +246,68 @@ async fn a_write_described_before_its_execute_is_recorded() {
     }
 }
 
+/// Across router instances: the writer's instance hands out a causal token
+/// (`SHOW pgrouter.causal_token`), the app carries it to another instance
+/// (`SET pgrouter.causal_token`), whose reads then wait for that position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_causal_token_carries_read_your_writes_to_another_instance() {
+    let db = setup("ryw_token").await;
+    let start = || {
+        router(|c| {
+            tolerate_delay(c);
+            c.routing.read_your_writes = ReadYourWrites::Lsn;
+        })
+    };
+    let (one, two) = (start().await, start().await);
+    let writer = connect(&one, &db).await;
+    assert_eq!(
+        first_value(&writer, "SHOW pgrouter.causal_token")
+            .await
+            .as_deref(),
+        Some(""),
+        "a token before any write"
+    );
+    let (mut stale_without, mut stale_with) = (0, 0);
+    for i in 0..10 {
+        writer
+            .simple_query(&format!("INSERT INTO t VALUES ({i})"))
+            .await
+            .unwrap_or_else(|e| panic!("{}", describe(&e)));
+        let token = first_value(&writer, "SHOW pgrouter.causal_token")
+            .await
+            .unwrap_or_default();
+        assert!(token.contains('/'), "token {token:?}");
+        let sql = format!("SELECT count(*) FROM t WHERE id = {i}");
+        // Another instance, no token: the replicas (1 s behind) answer.
+        let plain = connect(&two, &db).await;
+        if first_value(&plain, &sql).await.as_deref() == Some("0") {
+            stale_without += 1;
+        }
+        // With the token.
+        let carried = connect(&two, &db).await;
+        carried
+            .simple_query(&format!("SET pgrouter.causal_token = '{token}'"))
+            .await
+            .unwrap_or_else(|e| panic!("{}", describe(&e)));
+        if first_value(&carried, &sql).await.as_deref() != Some("1") {
+            stale_with += 1;
+        }
+    }
+    eprintln!("stale reads on the other instance: {stale_without}/10 without the token, {stale_with}/10 with it");
+    assert_eq!(stale_with, 0);
+    assert!(
+        stale_without > 5,
+        "the check could not fail: {stale_without}/10 stale without the token"
+    );
+    let bad = connect(&two, &db).await;
+    let e = bad
+        .simple_query("SET pgrouter.causal_token = 'tomorrow'")
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a bad token was accepted"));
+    assert_eq!(code(&e), "22023");
+}
+
 /// The checker can fail: with read-your-writes off, the lagging replicas
 /// serve reads that miss the row just written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

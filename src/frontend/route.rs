@@ -35,6 +35,8 @@ pub(super) enum Decision {
     Read(RouteReason),
     /// `SET pgrouter.route`: answered by the router.
     SetRoute(Result<Route, String>),
+    /// `SHOW`/`SET pgrouter.causal_token`, answered by the router.
+    CausalToken(hint::CausalToken),
     /// A plain `BEGIN`: answered by the router; the transaction is routed by
     /// its first statement (a replica if that is `SET TRANSACTION READ ONLY`)
     /// and the BEGIN replayed there.
@@ -59,6 +61,9 @@ impl Session<'_> {
         };
         if let Some(r) = query.and_then(hint::set_route) {
             return Ok(Decision::SetRoute(r));
+        }
+        if let Some(t) = query.and_then(hint::causal_token) {
+            return Ok(Decision::CausalToken(t));
         }
         let routing = &self.shared.config().routing;
         if !routing.enabled || self.shared.replicas().list.is_empty() {
@@ -256,6 +261,45 @@ impl Session<'_> {
                 messages::command_complete(&mut self.out, "SET");
             }
             Err(m) => messages::error_response(&mut self.out, Severity::Error, "22023", &m, None),
+        }
+        messages::ready_for_query(&mut self.out, b'I');
+        self.flush_out().await
+    }
+
+    /// Answers `SHOW pgrouter.causal_token` (this client's write position,
+    /// as an LSN: '' before any write) and `SET pgrouter.causal_token`
+    /// (wait for that position, as if this client had written it).
+    pub(super) async fn answer_causal_token(
+        &mut self,
+        t: hint::CausalToken,
+    ) -> Result<(), ClientError> {
+        if let Some(n) = self.client.complete_len()? {
+            let _ = self.client.buf.split_to(n);
+        }
+        self.out.clear();
+        match t {
+            hint::CausalToken::Show => {
+                let lsn = self.position().lsn;
+                // u64::MAX: a write whose position could not be read; no
+                // token can stand for it.
+                let token = match lsn {
+                    0 | u64::MAX => String::new(),
+                    l => crate::router::lsn::format(l),
+                };
+                messages::row_description(&mut self.out, &[hint::CAUSAL_TOKEN]);
+                messages::data_row(&mut self.out, &[Some(&token)]);
+                messages::command_complete(&mut self.out, "SHOW");
+            }
+            hint::CausalToken::Set(Ok(lsn)) => {
+                self.position.merge(Position {
+                    lsn,
+                    pinned_until: None,
+                });
+                messages::command_complete(&mut self.out, "SET");
+            }
+            hint::CausalToken::Set(Err(m)) => {
+                messages::error_response(&mut self.out, Severity::Error, "22023", &m, None)
+            }
         }
         messages::ready_for_query(&mut self.out, b'I');
         self.flush_out().await

@@ -213,6 +213,10 @@ impl Session<'_> {
                 self.answer_set_route(r).await?;
                 continue;
             }
+            if let Decision::CausalToken(t) = decision {
+                self.answer_causal_token(t).await?;
+                continue;
+            }
             let read = matches!(decision, Decision::Read(_));
             match decision {
                 Decision::Primary { write, reason } => {

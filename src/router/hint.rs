@@ -61,9 +61,79 @@ pub fn set_route(sql: &str) -> Option<Result<Route, String>> {
     })
 }
 
+/// `SHOW pgrouter.causal_token` / `SET pgrouter.causal_token = '<lsn>'`:
+/// read-your-writes across router instances (docs/scale-out.md).
+#[derive(Debug, PartialEq, Eq)]
+pub enum CausalToken {
+    Show,
+    /// The position to wait for, or why the value is not one.
+    Set(Result<u64, String>),
+}
+
+pub const CAUSAL_TOKEN: &str = "pgrouter.causal_token";
+
+/// Recognises the causal-token commands; None for anything else.
+pub fn causal_token(sql: &str) -> Option<CausalToken> {
+    let t = sql.trim().trim_end_matches(';').trim();
+    let lower = t.to_ascii_lowercase();
+    if lower.split_whitespace().collect::<Vec<_>>() == ["show", CAUSAL_TOKEN] {
+        return Some(CausalToken::Show);
+    }
+    let rest = lower
+        .strip_prefix("set")
+        .map(str::trim_start)
+        .map(|r| r.strip_prefix("session").map(str::trim_start).unwrap_or(r))?;
+    let after = rest.strip_prefix(CAUSAL_TOKEN)?.trim();
+    let value = after
+        .strip_prefix('=')
+        .or_else(|| after.strip_prefix("to "))?
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"');
+    Some(CausalToken::Set(
+        super::lsn::parse(value)
+            .or_else(|| value.is_empty().then_some(0))
+            .ok_or_else(|| {
+                format!(
+                    "invalid value for parameter \"{CAUSAL_TOKEN}\": \"{value}\" (a token from SHOW {CAUSAL_TOKEN}, like '0/16B3748')"
+                )
+            }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causal_token_commands() {
+        assert_eq!(
+            causal_token("SHOW pgrouter.causal_token"),
+            Some(CausalToken::Show)
+        );
+        assert_eq!(
+            causal_token("show  PGROUTER.CAUSAL_TOKEN ;"),
+            Some(CausalToken::Show)
+        );
+        assert_eq!(
+            causal_token("SET pgrouter.causal_token = '0/16B3748'"),
+            Some(CausalToken::Set(Ok(0x16B3748)))
+        );
+        assert_eq!(
+            causal_token("set session pgrouter.causal_token to '1/0'"),
+            Some(CausalToken::Set(Ok(1 << 32)))
+        );
+        assert_eq!(
+            causal_token("SET pgrouter.causal_token = ''"),
+            Some(CausalToken::Set(Ok(0)))
+        );
+        assert!(matches!(
+            causal_token("SET pgrouter.causal_token = 'nope'"),
+            Some(CausalToken::Set(Err(_)))
+        ));
+        assert_eq!(causal_token("SHOW search_path"), None);
+        assert_eq!(causal_token("SET pgrouter.route = primary"), None);
+        assert_eq!(causal_token("SELECT 1"), None);
+    }
 
     #[test]
     fn hints() {
