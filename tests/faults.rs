@@ -79,15 +79,22 @@ async fn a_server_connection_killed_mid_transaction() {
     // On a raw connection: what exactly arrives when the server session is
     // killed while the client sits idle in its transaction.
     let mut raw = common::raw::RawClient::login(r.addr.port(), RAW_USER, &db).await;
-    raw.send(&common::raw::query("BEGIN; SELECT pg_backend_pid()")).await;
+    raw.send(&common::raw::query("BEGIN; SELECT pg_backend_pid()"))
+        .await;
     let answers = raw.until_ready().await;
     let pid = answers
         .iter()
         .find(|(t, _)| *t == b'D')
         .map(|(_, b)| String::from_utf8_lossy(&b[6..]).to_string())
         .unwrap_or_default();
-    assert_eq!(primary_sql("postgres", &format!("SELECT pg_terminate_backend({pid})")), "t");
-    let (tag, body) = raw.next().await.unwrap_or_else(|| panic!("closed without a word"));
+    assert_eq!(
+        primary_sql("postgres", &format!("SELECT pg_terminate_backend({pid})")),
+        "t"
+    );
+    let (tag, body) = raw
+        .next()
+        .await
+        .unwrap_or_else(|| panic!("closed without a word"));
     assert_eq!(tag, b'E');
     let (code, message) = common::raw::error_fields(&body);
     eprintln!("raw client told: {code} {message}");
