@@ -37,7 +37,7 @@ cleanup() {
   [ -n "${ROUTER_PID:-}" ] && kill "$ROUTER_PID" 2>/dev/null || true
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
   [ -n "${DEMO_PID:-}" ] && kill -INT "$DEMO_PID" 2>/dev/null && wait "$DEMO_PID" 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -123,7 +123,7 @@ measure() { # name port pid
   "$PY" "$WORK/hold.py" "$port" "$IDLE" > "$WORK/hold.out" 2>&1 &
   HOLDER=$!
   for _ in $(seq 1 600); do grep -q "^held" "$WORK/hold.out" && break; kill -0 "$HOLDER" 2>/dev/null || break; sleep 0.5; done
-  grep -q "^held $IDLE" "$WORK/hold.out" || { echo "$name: could not hold $IDLE connections:" >&2; tail -5 "$WORK/hold.out" >&2; exit 1; }
+  grep -q "^held $IDLE" "$WORK/hold.out" || { echo "$name: could not hold $IDLE connections:" >&2; tail -5 "$WORK/hold.out" >&2; tail -5 "$WORK/router.log" >&2; exit 1; }
   local took; took=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
   after=$(rss_kb "$pid")
   busy=$(latency "$port")

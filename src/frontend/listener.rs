@@ -83,7 +83,9 @@ async fn serve_client(
     let login_timeout = shared.config().server.client_login_timeout.get();
     let outcome = tokio::time::timeout(
         login_timeout,
-        handshake::login(&mut client, &shared, permit.is_none(), id),
+        // Boxed: its state (TLS handshake, SCRAM) is gone once logged in,
+        // instead of sizing every idle session's future.
+        Box::pin(handshake::login(&mut client, &shared, permit.is_none(), id)),
     )
     .await;
     let outcome = match outcome {
@@ -114,7 +116,7 @@ async fn serve_client(
         Ok(Outcome::Cancelled) => {}
         Ok(Outcome::Admin(key)) => {
             info!(?peer, "admin console opened");
-            if let Err(e) = crate::admin::run(&shared, &mut client, key).await {
+            if let Err(e) = Box::pin(crate::admin::run(&shared, &mut client, key)).await {
                 if let Some((code, message)) = e.response() {
                     let mut out = BytesMut::new();
                     messages::error_response(&mut out, Severity::Fatal, code, &message, None);

@@ -147,6 +147,14 @@ pub async fn run(
     result
 }
 
+/// What [`Session::step`] left to do.
+enum Step {
+    /// Wait for the next request.
+    Next,
+    /// The client said goodbye (Terminate) or left.
+    Done,
+}
+
 impl Session<'_> {
     async fn serve(&mut self) -> Result<(), ClientError> {
         loop {
@@ -156,193 +164,210 @@ impl Session<'_> {
             }
             let Session { client, login, .. } = self;
             if client.complete_len()?.is_none() {
+                let next = async {
+                    client.wait_unbuffered().await?;
+                    client.fill_message().await
+                };
                 match login.key.shutdown.as_mut() {
                     Some(rx) => tokio::select! {
                         biased;
-                        r = client.fill_message() => { r?; }
+                        r = next => { r?; }
                         _ = rx => {
                             login.key.shutdown = None;
                             return Err(shutting_down());
                         }
                     },
                     None => {
-                        client.fill_message().await?;
+                        next.await?;
                     }
                 }
             }
-            if self.virtual_tx == VirtualTx::Failed && self.client.buf[0] != b'X' {
-                self.answer_aborted().await?;
-                continue;
+            // The work of one request runs boxed: while the client is idle
+            // (most clients, most of the time) its session keeps only this
+            // small loop's state, not that of a whole transaction.
+            match Box::pin(self.step()).await? {
+                Step::Next => {}
+                Step::Done => return Ok(()),
             }
-            let tag = self.client.buf[0];
-            if !framing::is_session_message(tag) {
-                return Err(ClientError::fatal(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    framing::unexpected_message(tag),
-                ));
+        }
+    }
+
+    /// Handles the request at the head of the client's buffer: answers it
+    /// or runs it as a transaction on a server connection.
+    async fn step(&mut self) -> Result<Step, ClientError> {
+        if self.virtual_tx == VirtualTx::Failed && self.client.buf[0] != b'X' {
+            self.answer_aborted().await?;
+            return Ok(Step::Next);
+        }
+        let tag = self.client.buf[0];
+        if !framing::is_session_message(tag) {
+            return Err(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                framing::unexpected_message(tag),
+            ));
+        }
+        match tag {
+            b'X' => return Ok(Step::Done),
+            b'S' => {
+                // A Sync with nothing before it needs no server.
+                self.consume_message()?;
+                self.out.clear();
+                messages::ready_for_query(&mut self.out, b'I');
+                self.flush_out().await?;
+                return Ok(Step::Next);
             }
-            match tag {
-                b'X' => return Ok(()),
-                b'S' => {
-                    // A Sync with nothing before it needs no server.
-                    self.consume_message()?;
-                    self.out.clear();
-                    messages::ready_for_query(&mut self.out, b'I');
-                    self.flush_out().await?;
-                    continue;
+            // Flush alone, or COPY messages outside COPY: the server
+            // would ignore them too.
+            b'H' | b'd' | b'c' | b'f' => {
+                self.consume_message()?;
+                return Ok(Step::Next);
+            }
+            _ => {}
+        }
+        let mut decision = self.decide()?;
+        let mut replay_begin = None;
+        if let Decision::DeferBegin(begin) = decision {
+            match self.defer_begin().await? {
+                Some(d) => decision = d,
+                None => return Ok(Step::Done),
+            }
+            replay_begin = Some(begin);
+            self.virtual_tx = VirtualTx::Open;
+        }
+        if let Decision::SetRoute(r) = decision {
+            self.answer_set_route(r).await?;
+            return Ok(Step::Next);
+        }
+        if let Decision::CausalToken(t) = decision {
+            self.answer_causal_token(t).await?;
+            return Ok(Step::Next);
+        }
+        let read = matches!(decision, Decision::Read(_));
+        match decision {
+            Decision::Primary { write, reason } => {
+                self.loan_wrote = write;
+                self.loan_reason = reason;
+                if write && self.mode == PoolMode::Session {
+                    self.session_pinned = true;
                 }
-                // Flush alone, or COPY messages outside COPY: the server
-                // would ignore them too.
-                b'H' | b'd' | b'c' | b'f' => {
-                    self.consume_message()?;
-                    continue;
+            }
+            Decision::Read(reason) => {
+                self.loan_wrote = false;
+                self.loan_reason = reason;
+            }
+            _ => self.loan_wrote = false,
+        }
+        if !self.admit_transaction().await? {
+            return Ok(Step::Next);
+        }
+        let mut retried = false;
+        loop {
+            let asked = Instant::now();
+            let placed = if read {
+                self.acquire_for_read().await?
+            } else {
+                match self.writer_pool() {
+                    Ok(pool) => self
+                        .acquire_from(pool)
+                        .await?
+                        .map(|c| (c, None))
+                        .map_err(|e| (e.sqlstate().to_string(), e.client_message())),
+                    Err(refusal) => Err(refusal),
                 }
-                _ => {}
-            }
-            let mut decision = self.decide()?;
-            let mut replay_begin = None;
-            if let Decision::DeferBegin(begin) = decision {
-                match self.defer_begin().await? {
-                    Some(d) => decision = d,
-                    None => return Ok(()),
-                }
-                replay_begin = Some(begin);
-                self.virtual_tx = VirtualTx::Open;
-            }
-            if let Decision::SetRoute(r) = decision {
-                self.answer_set_route(r).await?;
-                continue;
-            }
-            if let Decision::CausalToken(t) = decision {
-                self.answer_causal_token(t).await?;
-                continue;
-            }
-            let read = matches!(decision, Decision::Read(_));
-            match decision {
-                Decision::Primary { write, reason } => {
-                    self.loan_wrote = write;
-                    self.loan_reason = reason;
-                    if write && self.mode == PoolMode::Session {
-                        self.session_pinned = true;
-                    }
-                }
-                Decision::Read(reason) => {
-                    self.loan_wrote = false;
-                    self.loan_reason = reason;
-                }
-                _ => self.loan_wrote = false,
-            }
-            if !self.admit_transaction().await? {
-                continue;
-            }
-            let mut retried = false;
-            loop {
-                let asked = Instant::now();
-                let placed = if read {
-                    self.acquire_for_read().await?
-                } else {
-                    match self.writer_pool() {
-                        Ok(pool) => self
-                            .acquire_from(pool)
-                            .await?
-                            .map(|c| (c, None))
-                            .map_err(|e| (e.sqlstate().to_string(), e.client_message())),
-                        Err(refusal) => Err(refusal),
-                    }
-                };
-                let (server, replica) = match placed {
-                    Ok(p) => p,
-                    Err((code, message)) => {
-                        self.fail_request(&code, &message).await?;
-                        break;
-                    }
-                };
-                let started = Instant::now();
-                let metrics = &self.login.tenant.metrics;
-                metrics.pool_wait((started - asked).as_secs_f64());
-                self.shared
-                    .route_stats
-                    .record(replica.is_some(), self.loan_reason);
-                self.loan_replica = replica;
-                self.loan_queries = 0;
-                self.loan_errors = 0;
-                // A read whose server fails before answering anything moves
-                // elsewhere, once (writes never: they may have happened).
-                let retryable = read && !retried && replay_begin.is_none();
-                let target = server.target.clone();
-                if let Err(e) = self.attach(server).await? {
-                    self.end_replica_loan();
-                    if retryable {
-                        self.server_failed(replica, &target, &e);
-                        retried = true;
-                        continue;
-                    }
-                    self.fail_request(e.sqlstate(), &e.client_message()).await?;
+            };
+            let (server, replica) = match placed {
+                Ok(p) => p,
+                Err((code, message)) => {
+                    self.fail_request(&code, &message).await?;
                     break;
                 }
-                if let Some(begin) = replay_begin.take() {
-                    // The client already holds our BEGIN's answer: open the
-                    // transaction on the server it was routed to.
-                    self.replay_begin(&begin).await?;
-                    self.virtual_tx = VirtualTx::None;
+            };
+            let started = Instant::now();
+            let metrics = &self.login.tenant.metrics;
+            metrics.pool_wait((started - asked).as_secs_f64());
+            self.shared
+                .route_stats
+                .record(replica.is_some(), self.loan_reason);
+            self.loan_replica = replica;
+            self.loan_queries = 0;
+            self.loan_errors = 0;
+            // A read whose server fails before answering anything moves
+            // elsewhere, once (writes never: they may have happened).
+            let retryable = read && !retried && replay_begin.is_none();
+            let target = server.target.clone();
+            if let Err(e) = self.attach(server).await? {
+                self.end_replica_loan();
+                if retryable {
+                    self.server_failed(replica, &target, &e);
+                    retried = true;
+                    continue;
                 }
-                let relayed = self.relay(retryable).await;
-                let ended = match &relayed {
-                    Ok(Relay::Retry(_)) => None,
-                    Ok(Relay::Idle) | Ok(Relay::Terminated) => Some(self.loan_errors > 0),
-                    Err(_) => Some(true),
-                };
-                if let Some(failed) = ended {
-                    let client = &self.login.key.slot.client;
-                    client.transactions.fetch_add(1, Ordering::Relaxed);
-                    let took = started.elapsed();
-                    self.login.tenant.metrics.transaction(
-                        replica.is_some(),
+                self.fail_request(e.sqlstate(), &e.client_message()).await?;
+                break;
+            }
+            if let Some(begin) = replay_begin.take() {
+                // The client already holds our BEGIN's answer: open the
+                // transaction on the server it was routed to.
+                self.replay_begin(&begin).await?;
+                self.virtual_tx = VirtualTx::None;
+            }
+            let relayed = self.relay(retryable).await;
+            let ended = match &relayed {
+                Ok(Relay::Retry(_)) => None,
+                Ok(Relay::Idle) | Ok(Relay::Terminated) => Some(self.loan_errors > 0),
+                Err(_) => Some(true),
+            };
+            if let Some(failed) = ended {
+                let client = &self.login.key.slot.client;
+                client.transactions.fetch_add(1, Ordering::Relaxed);
+                let took = started.elapsed();
+                self.login.tenant.metrics.transaction(
+                    replica.is_some(),
+                    failed,
+                    self.loan_queries,
+                    took.as_secs_f64(),
+                );
+                let slow = self.shared.config().server.log_slow_transactions.get();
+                if !slow.is_zero() && took >= slow {
+                    tracing::warn!(
+                        tenant = %self.login.tenant.name,
+                        user = %client.user,
+                        server = %target,
+                        duration_ms = took.as_millis() as u64,
+                        queries = self.loan_queries,
                         failed,
-                        self.loan_queries,
-                        took.as_secs_f64(),
+                        "slow transaction"
                     );
-                    let slow = self.shared.config().server.log_slow_transactions.get();
-                    if !slow.is_zero() && took >= slow {
-                        tracing::warn!(
-                            tenant = %self.login.tenant.name,
-                            user = %client.user,
-                            server = %target,
-                            duration_ms = took.as_millis() as u64,
-                            queries = self.loan_queries,
-                            failed,
-                            "slow transaction"
-                        );
-                    }
                 }
-                match relayed? {
-                    Relay::Idle => {
-                        self.settle_changes();
-                        if self.loan_wrote && self.loan_replica.is_none() {
-                            self.record_write().await;
-                        }
-                        if !self.out.is_empty() {
-                            // The held-back ReadyForQuery: only now that the
-                            // write position is published may the client go on.
-                            let r = self.flush_out().await;
-                            self.out.clear();
-                            r?;
-                        }
-                        self.detach();
-                        break;
+            }
+            match relayed? {
+                Relay::Idle => {
+                    self.settle_changes();
+                    if self.loan_wrote && self.loan_replica.is_none() {
+                        self.record_write().await;
                     }
-                    Relay::Terminated => return Ok(()),
-                    Relay::Retry(e) => {
-                        self.login.key.slot.detach();
-                        self.end_replica_loan();
-                        // Dropped, not released: the connection is closed.
-                        self.server = None;
-                        self.server_failed(replica, &target, &e);
-                        retried = true;
+                    if !self.out.is_empty() {
+                        // The held-back ReadyForQuery: only now that the
+                        // write position is published may the client go on.
+                        let r = self.flush_out().await;
+                        self.out.clear();
+                        r?;
                     }
+                    self.detach();
+                    break;
+                }
+                Relay::Terminated => return Ok(Step::Done),
+                Relay::Retry(e) => {
+                    self.login.key.slot.detach();
+                    self.end_replica_loan();
+                    // Dropped, not released: the connection is closed.
+                    self.server = None;
+                    self.server_failed(replica, &target, &e);
+                    retried = true;
                 }
             }
         }
+        Ok(Step::Next)
     }
 
     /// The tenant's rate limit: waits for a token, or answers the request

@@ -101,6 +101,20 @@ impl ClientStream {
         Ok(())
     }
 
+    /// Waits until the client sends something, holding no read buffer while
+    /// it is idle (with thousands of idle clients connected, their 8 KiB
+    /// buffers would be most of the router's memory). Cancel-safe.
+    pub async fn wait_unbuffered(&mut self) -> Result<(), ClientError> {
+        if !self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Transport::Plain(tcp) = &self.transport {
+            self.buf = BytesMut::new();
+            tcp.readable().await.map_err(ClientError::Gone)?;
+        }
+        Ok(())
+    }
+
     /// Reads more bytes. EOF is `ClientError::Gone`. Cancel-safe.
     pub async fn read_more(&mut self) -> Result<usize, ClientError> {
         if self.buf.capacity() - self.buf.len() < 4096 {
