@@ -31,6 +31,8 @@ pub enum BackendError {
     },
     #[error("server {target} closed the connection")]
     Closed { target: String },
+    #[error("server {target} stopped answering: the lag monitor cannot reach it and nothing arrived on this connection for {ms} ms")]
+    Stalled { target: String, ms: u128 },
     #[error("server {target} is unavailable: {failures} connection attempts failed in a row (last: {last_error}); next attempt in {retry_ms} ms")]
     CircuitOpen {
         target: String,
@@ -79,6 +81,7 @@ impl BackendError {
             | Self::ConnectTimeout { .. }
             | Self::Io { .. }
             | Self::Closed { .. }
+            | Self::Stalled { .. }
             | Self::CircuitOpen { .. } => true,
             // 57P01-57P03: shutting down, crashed, starting up.
             Self::Refused { fields, .. } => fields.code.starts_with("57P"),

@@ -733,6 +733,13 @@ impl Session<'_> {
                 && routing.read_your_writes != ReadYourWrites::Off;
             (hold, config.pool.max_prepared_statements)
         };
+        // A read on a replica the monitor finds unreachable must not wait on
+        // it for ever: once its connection has been silent for a probe
+        // timeout too, the read moves elsewhere (not answered yet) or fails.
+        let silence = self.shared.config().lag.probe_timeout.get();
+        let watched = self
+            .loan_replica
+            .and_then(|i| self.shared.replicas().list.get(i).map(|r| r.status.clone()));
         // Forward up to one sync point at a time (the next one is routed
         // anew once this one is answered and the session is idle):
         // - for a read: a pipelined write behind it must not reach a
@@ -984,6 +991,19 @@ impl Session<'_> {
                 }
                 // Bounded: a client pipelining far ahead waits for us.
                 r = client.read_more(), if client.buf.len() < 1 << 20 => { r?; }
+                () = stalled(watched.as_deref(), silence) => {
+                    server.broken = true;
+                    let e = BackendError::Stalled {
+                        target: server.target.to_string(),
+                        ms: silence.as_millis(),
+                    };
+                    if retryable && !answered {
+                        sent.extend_from_slice(&client.buf);
+                        client.buf = sent;
+                        return Ok(Relay::Retry(e));
+                    }
+                    return Err(server_lost(e));
+                }
             }
         }
     }
@@ -1181,6 +1201,14 @@ fn shutting_down_server(server: &mut PooledConn) -> Option<BackendError> {
         target: server.target.to_string(),
         fields,
     })
+}
+
+/// See [`crate::lag::NodeStatus::stalled`]; never completes without a node.
+async fn stalled(node: Option<&crate::lag::NodeStatus>, silence: std::time::Duration) {
+    match node {
+        Some(n) => n.stalled(silence).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn server_lost(e: BackendError) -> ClientError {

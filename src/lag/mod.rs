@@ -67,6 +67,9 @@ pub struct NodeStatus {
     pub probe_failures: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub breaker: Arc<Breaker>,
+    /// Woken when the node turns [`State::Down`]: loans waiting on it check
+    /// whether their own connection went silent too (see [`NodeStatus::stalled`]).
+    went_down: tokio::sync::Notify,
 }
 
 impl NodeStatus {
@@ -84,6 +87,30 @@ impl NodeStatus {
             probe_failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
             breaker,
+            went_down: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Completes once this node is [`State::Down`] and has stayed down for
+    /// `silence` since this future was created or the node went down,
+    /// whichever is later. A loan re-creates it whenever its server sends
+    /// something, so it fires only for a connection that went silent on a
+    /// server the monitor cannot reach either (a network black hole, a hung
+    /// host): such a wait would otherwise last until TCP gives up.
+    pub async fn stalled(&self, silence: Duration) {
+        loop {
+            let notified = self.went_down.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a transition in between still wakes us.
+            notified.as_mut().enable();
+            if self.state() == State::Down {
+                tokio::time::sleep(silence).await;
+                if self.state() == State::Down {
+                    return;
+                }
+                continue;
+            }
+            notified.await;
         }
     }
 
@@ -276,6 +303,9 @@ impl Monitor {
                 let changed = h.observe(obs, &self.thresholds.load());
                 if let Some(s) = changed {
                     st.state.store(s as u8, Ordering::Release);
+                    if s == State::Down {
+                        st.went_down.notify_waiters();
+                    }
                     if s == State::Evicted && before == State::Healthy {
                         st.evictions.fetch_add(1, Ordering::Relaxed);
                     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod relay;
 
 use pgrouter::app::Router;
 use pgrouter::config::Config;
