@@ -583,6 +583,7 @@ fn pool_settings_of(config: &Config) -> PoolSettings {
         idle_timeout: s.server_idle_timeout.get(),
         lifetime: s.server_lifetime.get(),
         max_message: crate::protocol::framing::PG_MAX_MESSAGE_LEN,
+        tcp: config.server.tcp_settings(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! why the pool keeps connections warm and this never runs per transaction.
 
 use super::conn::ServerConn;
+use super::keepalive::TcpSettings;
 use super::{BackendError, Target};
 use crate::auth::passthrough::{KeyClient, KeySlot};
 use crate::protocol::{framing, messages, parse};
@@ -35,8 +36,10 @@ pub async fn connect(
     login: &Login,
     timeout: Duration,
     max_message: usize,
+    tcp: &TcpSettings,
 ) -> Result<ServerConn, BackendError> {
-    match tokio::time::timeout(timeout, connect_inner(target.clone(), login, max_message)).await {
+    let work = connect_inner(target.clone(), login, max_message, tcp);
+    match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(BackendError::ConnectTimeout {
             target: target.to_string(),
@@ -49,8 +52,9 @@ async fn connect_inner(
     target: Arc<Target>,
     login: &Login,
     max_message: usize,
+    tcp: &TcpSettings,
 ) -> Result<ServerConn, BackendError> {
-    let stream = super::tls::open(&target).await?;
+    let stream = super::tls::open(&target, tcp).await?;
     let mut conn = ServerConn::new(stream, target, max_message);
     login_exchange(&mut conn, login).await?;
     Ok(conn)
@@ -255,7 +259,7 @@ pub async fn send_cancel(
 ) -> Result<(), BackendError> {
     let work = async {
         // Over TLS too when the server's sessions use it (as libpq does).
-        let mut s = super::tls::open(target).await?;
+        let mut s = super::tls::open(target, &TcpSettings::default()).await?;
         let mut out = BytesMut::new();
         messages::cancel_request(&mut out, pid, secret);
         s.write_all(&out)

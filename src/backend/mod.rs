@@ -7,11 +7,13 @@
 //! - [`tls`]: TLS to servers (SSLRequest, libpq's sslmode meanings).
 //! - [`reset`]: cleaning up after a client vanished mid-transaction (cancel,
 //!   Sync, ROLLBACK) so a dirty connection is never handed to anyone else.
+//! - [`keepalive`]: TCP keepalive / user timeout on client and server sockets.
 //! - [`error`]: the backend error type, with the SQLSTATE shown to clients.
 
 pub mod conn;
 pub mod connect;
 pub mod error;
+pub mod keepalive;
 pub mod reset;
 pub mod tls;
 pub mod tracker;

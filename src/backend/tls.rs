@@ -231,14 +231,17 @@ impl ServerStream {
 }
 
 /// Connects to `target` and negotiates TLS as its `tls` mode says.
-pub async fn open(target: &Target) -> Result<ServerStream, BackendError> {
+pub async fn open(
+    target: &Target,
+    tcp_settings: &super::keepalive::TcpSettings,
+) -> Result<ServerStream, BackendError> {
     let mut tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| BackendError::connect(target, e))?;
     // Small messages must not wait for Nagle: latency is the product.
     tcp.set_nodelay(true)
         .map_err(|e| BackendError::connect(target, e))?;
-    let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
+    tcp_settings.apply(socket2::SockRef::from(&tcp));
     let Some(connector) = &target.tls.connector else {
         return Ok(ServerStream::Plain(tcp));
     };

@@ -107,6 +107,8 @@ impl Config {
             ("server.query_wait_timeout", s.query_wait_timeout),
             ("server.client_login_timeout", s.client_login_timeout),
             ("server.server_reset_timeout", s.server_reset_timeout),
+            ("server.tcp_keepalive_idle", s.tcp_keepalive_idle),
+            ("server.tcp_keepalive_interval", s.tcp_keepalive_interval),
             ("auth.failed_login_window", self.auth.failed_login_window),
             ("auth.failed_login_lockout", self.auth.failed_login_lockout),
             ("auth.cache_ttl", self.auth.cache_ttl),
@@ -114,6 +116,9 @@ impl Config {
             if d.get().is_zero() {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if s.tcp_keepalive && s.tcp_keepalive_count == 0 {
+            return Err(invalid("server.tcp_keepalive_count", "must be at least 1"));
         }
         if self.pool.pool_size == 0 {
             return Err(invalid("pool.pool_size", "must be at least 1"));

@@ -382,6 +382,28 @@ pub struct ServerConfig {
     /// Log transactions that held their server connection longer than this
     /// ("0s": off).
     pub log_slow_transactions: HumanDuration,
+    /// TCP keepalive on client and server sockets: a peer that vanished
+    /// without closing (a dead host, a dropped route) is found after
+    /// idle + interval x count instead of the OS default of two hours.
+    pub tcp_keepalive: bool,
+    pub tcp_keepalive_idle: HumanDuration,
+    pub tcp_keepalive_interval: HumanDuration,
+    pub tcp_keepalive_count: u32,
+    /// TCP_USER_TIMEOUT: drop a connection whose sent data stays
+    /// unacknowledged this long ("0s": the kernel default).
+    pub tcp_user_timeout: HumanDuration,
+}
+
+impl ServerConfig {
+    pub fn tcp_settings(&self) -> crate::backend::keepalive::TcpSettings {
+        crate::backend::keepalive::TcpSettings {
+            keepalive: self.tcp_keepalive,
+            idle: self.tcp_keepalive_idle.get(),
+            interval: self.tcp_keepalive_interval.get(),
+            count: self.tcp_keepalive_count,
+            user_timeout: self.tcp_user_timeout.get(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -406,6 +428,11 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             log_slow_transactions: HumanDuration::from_secs(0),
+            tcp_keepalive: true,
+            tcp_keepalive_idle: HumanDuration::from_secs(60),
+            tcp_keepalive_interval: HumanDuration::from_secs(10),
+            tcp_keepalive_count: 3,
+            tcp_user_timeout: HumanDuration::from_secs(0),
         }
     }
 }

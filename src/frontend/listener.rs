@@ -33,6 +33,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Workers)
             }
         };
         let _ = stream.set_nodelay(true);
+        shared
+            .config()
+            .server
+            .tcp_settings()
+            .apply(socket2::SockRef::from(&stream));
         let Ok(stream) = stream.into_std() else {
             continue;
         };

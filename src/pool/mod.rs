@@ -36,6 +36,7 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     pub lifetime: Duration,
     pub max_message: usize,
+    pub tcp: crate::backend::keepalive::TcpSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -323,11 +324,13 @@ impl Pool {
             });
         }
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let settings = self.settings.load_full();
         let result = connect(
             self.target.clone(),
             &self.login,
-            self.settings.load().connect_timeout,
-            self.settings.load().max_message,
+            settings.connect_timeout,
+            settings.max_message,
+            &settings.tcp,
         )
         .await;
         match &result {
