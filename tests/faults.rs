@@ -406,7 +406,7 @@ async fn replica_fault(
     inject: impl FnOnce(),
     undo: impl FnMut(),
     hold: Duration,
-) -> (Vec<Seen>, u64) {
+) -> (Vec<Seen>, u64, u64) {
     let node = i + 1;
     wait_state(r, node, State::Healthy, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -437,9 +437,7 @@ async fn replica_fault(
             e.text
         );
     }
-    // Reads in flight on the failed replica moved to another server.
-    assert!(retried > 0, "{what}: no read in flight was moved");
-    (errors, slowest_read)
+    (errors, slowest_read, retried)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +454,8 @@ async fn replica_faults_under_a_mixed_load() {
     let hold = Duration::from_secs(4);
 
     // 1. Crash: connections fail at once, reads in flight move.
-    let (errors, slowest) = replica_fault(
+    // (Reads in flight at the kill may finish first or fail over: no count.)
+    let (errors, slowest, _) = replica_fault(
         &r,
         &load,
         1,
@@ -474,7 +473,7 @@ async fn replica_faults_under_a_mixed_load() {
     // 2. Hung (SIGSTOP): nothing fails, nothing answers. Reads in flight
     // wait until the monitor gives up on it plus probe_timeout of silence,
     // then move: well before the replica comes back.
-    let (errors, slowest) = replica_fault(
+    let (errors, slowest, moved) = replica_fault(
         &r,
         &load,
         1,
@@ -491,6 +490,9 @@ async fn replica_faults_under_a_mixed_load() {
     )
     .await;
     assert!(errors.is_empty(), "the hang cost clients errors");
+    // Reads placed on it in the second before it was marked down were stuck
+    // there: they moved to another server.
+    assert!(moved > 0, "replica hung: no read in flight was moved");
     let bound = PROBE + Duration::from_secs(1) + silence + Duration::from_millis(1500);
     assert!(
         (slowest as u128) < bound.as_millis(),
@@ -499,7 +501,7 @@ async fn replica_faults_under_a_mixed_load() {
 
     // 3. Network cut (a black hole: no reset, no answer).
     let (c, h) = (relay.clone(), relay.clone());
-    let (errors, slowest) = replica_fault(
+    let (errors, slowest, moved) = replica_fault(
         &r,
         &load,
         0,
@@ -510,6 +512,7 @@ async fn replica_faults_under_a_mixed_load() {
     )
     .await;
     assert!(errors.is_empty(), "the cut cost clients errors");
+    assert!(moved > 0, "network cut: no read in flight was moved");
     assert!(
         (slowest as u128) < bound.as_millis(),
         "a read waited {slowest} ms behind the cut (bound {bound:?})"
