@@ -467,7 +467,14 @@ async fn replica_faults_under_a_mixed_load() {
         Duration::from_secs(1),
     )
     .await;
-    assert!(errors.is_empty(), "the crash cost clients errors");
+    // A read whose answer had started when the server died cannot move
+    // (docs/lag.md): at most a clean 08006 for reads in flight at the crash
+    // itself; writers (on the primary) see nothing.
+    let crash_errors = errors.len();
+    assert!(
+        errors.iter().all(|e| !e.writer && clean_failure(e)) && crash_errors <= 8,
+        "the crash cost clients errors: {errors:?}"
+    );
     assert!(slowest < 4000, "a read took {slowest} ms");
 
     // 2. Hung (SIGSTOP): nothing fails, nothing answers. Reads in flight
@@ -534,7 +541,7 @@ async fn replica_faults_under_a_mixed_load() {
     let all = load.errors_since(Instant::now() - Duration::from_secs(3600));
     let (acked, in_doubt, stored) = load.finish(&db).await;
     println!("reads {reads}, inserts acknowledged {acked}, in doubt {in_doubt}, stored {stored}");
-    assert!(all.is_empty(), "clients saw errors: {all:?}");
+    assert_eq!(all.len(), crash_errors, "clients saw errors: {all:?}");
     assert!(
         acked > 100 && reads > 1000,
         "too little load: {acked} / {reads}"
