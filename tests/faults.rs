@@ -343,23 +343,6 @@ async fn fault_router(f: impl FnOnce(&mut pgrouter::config::Config)) -> TestRout
     .await
 }
 
-fn node_state(r: &Router, node: usize) -> State {
-    r.shared.monitor.nodes()[node].status.state()
-}
-
-async fn wait_state(r: &Router, node: usize, want: State, limit: Duration) -> Duration {
-    let start = Instant::now();
-    while node_state(r, node) != want {
-        assert!(
-            start.elapsed() < limit,
-            "node {node} still {:?} after {limit:?} (wanted {want:?})",
-            node_state(r, node)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
 /// Waits until a read is running on replica `i` (so a fault meets one in flight).
 async fn read_in_flight(r: &Router, i: usize) {
     let start = Instant::now();

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use pgrouter::app::Router;
 use pgrouter::config::HumanDuration;
 use pgrouter::demo::cluster::PgNode;
 use pgrouter::lag::health::State;
@@ -69,24 +68,6 @@ async fn background_writes(db: &str) -> Writes {
     Writes(stop)
 }
 
-fn state(r: &Router, node: usize) -> State {
-    r.shared.monitor.nodes()[node].status.state()
-}
-
-/// Polls until node `node` is in `want`; returns how long it took.
-async fn wait_state(r: &Router, node: usize, want: State, limit: Duration) -> Duration {
-    let start = Instant::now();
-    while state(r, node) != want {
-        assert!(
-            start.elapsed() < limit,
-            "node {node} still {:?} after {limit:?} (wanted {want:?})",
-            state(r, node)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
 /// Where `n` reads through the router ran.
 async fn read_ports(c: &tokio_postgres::Client, n: usize) -> Vec<u16> {
     let mut ports = Vec::with_capacity(n);
@@ -105,7 +86,7 @@ async fn paused_replay_evicts_the_replica_and_resume_readmits_it() {
     let _serial = SERIAL.lock().await;
     let db = setup("lag_pause");
     let r = lag_router().await;
-    assert_eq!(state(&r, 1), State::Healthy);
+    assert_eq!(node_state(&r, 1), State::Healthy);
     let c = connect(&r, &db).await;
     let writes = background_writes(&db).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -185,7 +166,12 @@ async fn an_idle_primary_never_evicts_a_healthy_replica() {
     // would climb to 10 s here.
     while start.elapsed() < Duration::from_secs(10) {
         for node in [1, 2] {
-            assert_eq!(state(&r, node), State::Healthy, "at {:?}", start.elapsed());
+            assert_eq!(
+                node_state(&r, node),
+                State::Healthy,
+                "at {:?}",
+                start.elapsed()
+            );
             let lag = r.shared.monitor.nodes()[node].status.lag();
             assert!(
                 lag < Duration::from_millis(500),

@@ -281,3 +281,27 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let _ = s.read_to_string(&mut out).await;
     out
 }
+
+/// The lag monitor's state of server `node` (0: the primary).
+pub fn node_state(r: &Router, node: usize) -> pgrouter::lag::health::State {
+    r.shared.monitor.nodes()[node].status.state()
+}
+
+/// Polls until server `node` is in `want`; returns how long it took.
+pub async fn wait_state(
+    r: &Router,
+    node: usize,
+    want: pgrouter::lag::health::State,
+    limit: Duration,
+) -> Duration {
+    let start = std::time::Instant::now();
+    while node_state(r, node) != want {
+        assert!(
+            start.elapsed() < limit,
+            "node {node} still {:?} after {limit:?} (wanted {want:?})",
+            node_state(r, node)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
