@@ -6,7 +6,7 @@
 use super::handshake::{self, Outcome};
 use super::session;
 use super::stream::ClientStream;
-use super::workers::{Job, Workers};
+use super::workers::{Job, LiveGuard, Workers};
 use crate::app::Shared;
 use crate::protocol::messages::{self, Severity};
 use bytes::BytesMut;
@@ -63,34 +63,49 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Workers)
 
 /// One client, from its first byte to its last. Its log lines carry its
 /// id (the `client` span; SHOW CLIENTS lists the same id).
-pub(crate) async fn handle(
+///
+/// One such future lives per connected client, so it is kept small: an
+/// `async move` block (an `async fn` would hold its arguments twice), the
+/// login boxed (its state is gone once the client is in), and the session
+/// awaited straight from a boxed hand-over.
+pub(crate) fn handle(
     stream: TcpStream,
     shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,
     overflow: Option<OwnedSemaphorePermit>,
-) {
+    live: LiveGuard,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let id = shared.next_client_id();
     let span = tracing::info_span!("client", id);
-    serve_client(id, stream, shared, permit, overflow)
-        .instrument(span)
-        .await
+    async move {
+        let ready = Box::pin(login_phase(id, stream, &shared, permit.is_none())).await;
+        if let Some(ready) = ready {
+            match session::run(&shared, ready).await {
+                Ok(()) | Err(super::ClientError::Gone(_)) => debug!("client left"),
+                Err(e) => info!(side = e.side(), error = %e, "client session ended with an error"),
+            }
+        }
+        drop(permit);
+        drop(overflow);
+        drop(live);
+    }
+    .instrument(span)
 }
 
-async fn serve_client(
+/// Logs the client in (or serves its cancel request or admin console).
+/// Returns the client when it is ready for a session.
+async fn login_phase(
     id: u64,
     stream: TcpStream,
-    shared: Arc<Shared>,
-    permit: Option<OwnedSemaphorePermit>,
-    _overflow: Option<OwnedSemaphorePermit>,
-) {
+    shared: &Shared,
+    over_limit: bool,
+) -> Option<Box<session::Ready>> {
     let mut client = ClientStream::new(stream, shared.config().server.max_message_size);
     let peer = client.peer();
     let login_timeout = shared.config().server.client_login_timeout.get();
     let outcome = tokio::time::timeout(
         login_timeout,
-        // Boxed: its state (TLS handshake, SCRAM) is gone once logged in,
-        // instead of sizing every idle session's future.
-        Box::pin(handshake::login(&mut client, &shared, permit.is_none(), id)),
+        handshake::login(&mut client, shared, over_limit, id),
     )
     .await;
     let outcome = match outcome {
@@ -118,24 +133,24 @@ async fn serve_client(
         _ => {}
     }
     match outcome {
-        Ok(Outcome::Cancelled) => {}
+        Ok(Outcome::Cancelled) => None,
         Ok(Outcome::Admin(key)) => {
             info!(?peer, "admin console opened");
-            if let Err(e) = Box::pin(crate::admin::run(&shared, &mut client, key)).await {
+            if let Err(e) = Box::pin(crate::admin::run(shared, &mut client, key)).await {
                 if let Some((code, message)) = e.response() {
                     let mut out = BytesMut::new();
                     messages::error_response(&mut out, Severity::Fatal, code, &message, None);
                     let _ = client.write_all(&out).await;
                 }
             }
+            None
         }
         Ok(Outcome::LoggedIn(login)) => {
             debug!(?peer, user = %login.user.cfg.name, db = %login.database, "client logged in");
-            let result = session::run(&shared, client, *login).await;
-            match result {
-                Ok(()) | Err(super::ClientError::Gone(_)) => debug!("client left"),
-                Err(e) => info!(side = e.side(), error = %e, "client session ended with an error"),
-            }
+            Some(Box::new(session::Ready {
+                client,
+                login: *login,
+            }))
         }
         Err(e) => {
             match &e {
@@ -149,7 +164,7 @@ async fn serve_client(
                 messages::error_response(&mut out, Severity::Fatal, code, &message, None);
                 let _ = client.write_all(&out).await;
             }
+            None
         }
     }
-    drop(permit);
 }

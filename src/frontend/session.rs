@@ -65,7 +65,8 @@ pub struct Session<'a> {
     pub(super) client: ClientStream,
     pub(super) login: LoggedIn,
     pub(super) mode: PoolMode,
-    pub(super) server: Option<PooledConn>,
+    /// Boxed: most sessions are idle, holding none, most of the time.
+    pub(super) server: Option<Box<PooledConn>>,
     pub(super) out: BytesMut,
     /// Fingerprint of `login.desired`.
     desired_fp: u64,
@@ -95,19 +96,29 @@ pub struct Session<'a> {
     /// What the client's unnamed statement would change, once executed.
     unnamed_changes: Vec<Change>,
     /// Splices the current loan's answers when it rewrites statements.
-    splicer: Option<Splicer>,
+    splicer: Option<Box<Splicer>>,
     /// Session mode: holding a primary connection until the client leaves.
     /// With replicas, a session-mode client's reads are routed transaction
     /// by transaction until its first write pins it to the primary.
     pub(super) session_pinned: bool,
 }
 
+/// A client that has logged in, boxed on its way from the login to its
+/// session so that the future awaiting both keeps only a pointer for it.
+pub struct Ready {
+    pub client: ClientStream,
+    pub login: LoggedIn,
+}
+
 /// Serves a logged-in client until it leaves, then cleans up.
-pub async fn run(
-    shared: &Shared,
-    client: ClientStream,
-    login: LoggedIn,
-) -> Result<(), ClientError> {
+///
+/// One such future lives per connected client: it is the session and
+/// little else.
+pub fn run<'a>(
+    shared: &'a Shared,
+    ready: Box<Ready>,
+) -> impl std::future::Future<Output = Result<(), ClientError>> + 'a {
+    let Ready { client, login } = *ready;
     let desired_fp = login.desired.fingerprint();
     let mut s = Session {
         shared,
@@ -134,17 +145,23 @@ pub async fn run(
         session_pinned: shared.config().server.pool_mode == PoolMode::Session
             && (!shared.config().routing.enabled || shared.replicas().list.is_empty()),
     };
-    let result = s.serve().await;
-    if let Err(e) = &result {
-        if let Some((code, message)) = e.response() {
-            s.out.clear();
-            messages::error_response(&mut s.out, Severity::Fatal, code, &message, None);
-            let out = std::mem::take(&mut s.out);
-            let _ = s.client.write_all(&out).await;
+    // An `async move` block capturing `s`, not an `async fn` taking it: an
+    // async fn's arguments stay in its future beside their bindings in the
+    // body, which would keep every idle session twice.
+    async move {
+        let result = s.serve().await;
+        if let Err(e) = &result {
+            if let Some((code, message)) = e.response() {
+                s.out.clear();
+                messages::error_response(&mut s.out, Severity::Fatal, code, &message, None);
+                let out = std::mem::take(&mut s.out);
+                let _ = s.client.write_all(&out).await;
+            }
         }
+        // Boxed, like `step`: its state is only needed once.
+        Box::pin(s.release_on_exit()).await;
+        result
     }
-    s.release_on_exit().await;
-    result
 }
 
 /// What [`Session::step`] left to do.
@@ -557,7 +574,7 @@ impl Session<'_> {
             .key
             .slot
             .attach(&server.target, server.pid, server.secret);
-        self.server = Some(server);
+        self.server = Some(Box::new(server));
         Ok(Ok(()))
     }
 
@@ -638,7 +655,11 @@ impl Session<'_> {
                 let reported = params::is_client_settable(&k);
                 match server.params.get(&k).map(str::to_string) {
                     // Reported parameter: the server told us its (normalised) value.
-                    Some(v) if reported => self.login.desired.set(&k, &v),
+                    Some(v) if reported => {
+                        if self.login.desired.would_change(&k, &v) {
+                            Arc::make_mut(&mut self.login.desired).set(&k, &v);
+                        }
+                    }
                     _ => {
                         if let Some(v) = self.login.desired.setting(&k).cloned() {
                             server.params.set_setting(&k, v);
@@ -701,7 +722,7 @@ impl Session<'_> {
                 &self.loan_changes,
                 self.loan_errors > 0,
                 self.login.key.slot.client.id,
-                &mut self.login.desired,
+                Arc::make_mut(&mut self.login.desired),
                 &self.login.startup,
                 server,
             );
@@ -760,7 +781,7 @@ impl Session<'_> {
         // whatever the loan starts with (drivers often BEGIN with a simple
         // Query and prepare inside): every answer goes through the splicer,
         // which copies nothing while it owes nothing special.
-        self.splicer = self.tracks_statements().then(Splicer::default);
+        self.splicer = self.tracks_statements().then(Box::default);
         if let (Some(_), Some(server)) = (&self.splicer, self.server.as_mut()) {
             server.prepared.set_capacity(max_prepared);
         }
@@ -781,7 +802,7 @@ impl Session<'_> {
         } = self;
         let mut to_server = BytesMut::new();
         let mut spliced = BytesMut::new();
-        let Some(server) = server.as_mut() else {
+        let Some(server) = server.as_deref_mut() else {
             return Ok(Relay::Idle);
         };
         // What was sent before the server answered anything (retryable only).
@@ -919,7 +940,9 @@ impl Session<'_> {
                             if params::is_client_settable(k) {
                                 // The client changed it (SET): remember it for
                                 // the server sessions it meets next.
-                                desired.set(k, v);
+                                if desired.would_change(k, v) {
+                                    Arc::make_mut(desired).set(k, v);
+                                }
                                 desired_changed = true;
                             }
                         })

@@ -110,7 +110,12 @@ impl ClientStream {
         }
         if let Transport::Plain(tcp) = &self.transport {
             self.buf = BytesMut::new();
-            tcp.readable().await.map_err(ClientError::Gone)?;
+            // poll_read_ready, not readable(): it uses the socket's own
+            // reader slot, where readable() keeps a waiter node in every
+            // idle session's future.
+            std::future::poll_fn(|cx| tcp.poll_read_ready(cx))
+                .await
+                .map_err(ClientError::Gone)?;
         }
         Ok(())
     }

@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 /// An accepted client, on its way to a worker.
 pub struct Job {
@@ -66,21 +65,58 @@ impl Workers {
 }
 
 async fn run_worker(mut rx: mpsc::UnboundedReceiver<Job>, shared: Arc<Shared>) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            job = rx.recv() => {
-                let Some(job) = job else { break };
-                let Ok(stream) = tokio::net::TcpStream::from_std(job.stream) else { continue };
-                sessions.spawn(handle(stream, shared.clone(), job.permit, job.overflow));
+    let live = Arc::new(Live::default());
+    while let Some(job) = rx.recv().await {
+        let Ok(stream) = tokio::net::TcpStream::from_std(job.stream) else {
+            continue;
+        };
+        let guard = Live::enter(&live);
+        tokio::spawn(handle(
+            stream,
+            shared.clone(),
+            job.permit,
+            job.overflow,
+            guard,
+        ));
+    }
+    // The listener is gone (shutdown): let sessions finish their transactions
+    // before this thread's runtime, and the tasks on it, are dropped.
+    let limit = shared.config().server.shutdown_timeout.get() + Duration::from_secs(1);
+    let _ = tokio::time::timeout(limit, live.all_done()).await;
+}
+
+/// Counts a worker's sessions. (A JoinSet would do, at a list entry per
+/// session; this is a counter.)
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+/// Held by a session's task; leaving (or unwinding) counts it out.
+pub(crate) struct LiveGuard(Arc<Live>);
+
+impl Live {
+    fn enter(live: &Arc<Live>) -> LiveGuard {
+        live.count.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(live.clone())
+    }
+
+    async fn all_done(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
             }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            notified.await;
         }
     }
-    // The listener is gone (shutdown): let sessions finish their transactions.
-    let limit = shared.config().server.shutdown_timeout.get() + Duration::from_secs(1);
-    let _ = tokio::time::timeout(limit, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
 }
