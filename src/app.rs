@@ -120,6 +120,8 @@ pub struct Shared {
     pool_settings: crate::pool::SharedSettings,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
+    /// Client parameter sets, shared between the clients that want the same.
+    pub param_sets: crate::frontend::params::Interner,
     pub shutdown: Shutdown,
     /// One permit per connected client (max_client_conn).
     pub client_slots: Capacity,
@@ -197,6 +199,7 @@ impl Shared {
             users,
             pools: Pools::default(),
             cancels: Arc::new(CancelRegistry::default()),
+            param_sets: Default::default(),
             shutdown: Shutdown::new(),
             client_slots: Capacity::new(config.server.max_client_conn),
             overflow_slots: Arc::new(Semaphore::new(128)),

@@ -44,6 +44,10 @@ impl Params {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
+    /// Whether [`Params::set`] with these would change anything.
+    pub fn would_change(&self, name: &str, value: &str) -> bool {
+        !matches!(self.setting(name), Some(Setting::Value(v)) if v == value)
+    }
     pub fn set(&mut self, name: &str, value: &str) {
         match self
             .0
@@ -66,6 +70,9 @@ impl Params {
             Some((_, v)) => *v = setting,
             None => self.0.push((name.to_string(), setting)),
         }
+    }
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
     }
     pub fn remove(&mut self, name: &str) {
         self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));

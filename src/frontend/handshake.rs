@@ -25,10 +25,12 @@ use tokio::sync::OwnedSemaphorePermit;
 pub struct LoggedIn {
     pub user: Arc<UserEntry>,
     pub database: String,
-    /// What the client wants its session parameters to be.
-    pub desired: Params,
+    /// What the client wants its session parameters to be. Shared with
+    /// other clients that want the same (see [`params::Interner`]); copied
+    /// on write.
+    pub desired: Arc<Params>,
     /// What it asked for at startup (where RESET returns).
-    pub startup: Params,
+    pub startup: Arc<Params>,
     pub pool: Arc<Pool>,
     pub key: CancelKey,
     pub tenant: Arc<Tenant>,
@@ -238,8 +240,8 @@ pub async fn login(
     Ok(Outcome::LoggedIn(Box::new(LoggedIn {
         user,
         database,
-        desired,
-        startup: requested,
+        desired: shared.param_sets.intern(desired),
+        startup: shared.param_sets.intern(requested),
         pool,
         key,
         tenant,

@@ -96,6 +96,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn equal_sets_are_shared_and_copied_on_write() {
+        let interner = Interner::default();
+        let make = |tz: &str| {
+            let mut p = Params::default();
+            p.set("client_encoding", "UTF8");
+            p.set("TimeZone", tz);
+            p
+        };
+        let mut a = interner.intern(make("UTC"));
+        let b = interner.intern(make("UTC"));
+        let c = interner.intern(make("Europe/Paris"));
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        assert!(!std::sync::Arc::ptr_eq(&a, &c));
+        // A client's SET changes its own copy only.
+        std::sync::Arc::make_mut(&mut a).set("TimeZone", "Asia/Tokyo");
+        assert_eq!(a.get("timezone"), Some("Asia/Tokyo"));
+        assert_eq!(b.get("timezone"), Some("UTC"));
+        assert!(std::sync::Arc::ptr_eq(&b, &interner.intern(make("UTC"))));
+    }
+
+    #[test]
+    fn sets_nobody_holds_are_forgotten() {
+        let interner = Interner::default();
+        for i in 0..(Interner::MAX * 3) {
+            let mut p = Params::default();
+            p.set("application_name", &format!("app{i}"));
+            drop(interner.intern(p));
+        }
+        let held = interner.0.lock().map(|s| s.len()).unwrap_or(usize::MAX);
+        assert!(held <= 1, "{held} unused sets kept");
+    }
+
+    #[test]
     fn options_forms() {
         let got =
             parse_options("-c search_path=a,b --statement-timeout=5s -cDateStyle=ISO\\ ,\\ MDY");
@@ -123,5 +156,35 @@ mod tests {
         assert_eq!(p.get("user"), None);
         assert_eq!(p.get("application_name"), Some("psql"));
         assert_eq!(p.get("timezone"), Some("UTC"));
+    }
+}
+
+/// Parameter sets shared between clients. Most applications' clients ask
+/// for the same few sets, and each set is a dozen names and values: with
+/// thousands of clients connected, one copy per client was a good part of
+/// the router's memory.
+#[derive(Default)]
+pub struct Interner(std::sync::Mutex<Vec<std::sync::Arc<Params>>>);
+
+impl Interner {
+    /// Sets kept for sharing; beyond that, a new set is not shared.
+    const MAX: usize = 64;
+
+    /// The shared copy of `p` (one is made if there is room).
+    pub fn intern(&self, mut p: Params) -> std::sync::Arc<Params> {
+        p.shrink_to_fit();
+        let Ok(mut sets) = self.0.lock() else {
+            return std::sync::Arc::new(p);
+        };
+        if let Some(a) = sets.iter().find(|a| ***a == p) {
+            return a.clone();
+        }
+        // Forget sets no client holds any more.
+        sets.retain(|a| std::sync::Arc::strong_count(a) > 1);
+        let a = std::sync::Arc::new(p);
+        if sets.len() < Self::MAX {
+            sets.push(a.clone());
+        }
+        a
     }
 }
