@@ -26,10 +26,25 @@ pub fn leading_hint(sql: &str) -> Option<Route> {
     }
 }
 
+/// Whether the statement's first word is one of `words` (lower case),
+/// without allocating: every simple query passes through the two checks
+/// below, and almost none is a SET or SHOW.
+fn starts_with_word(sql: &str, words: &[&str]) -> bool {
+    let t = sql.trim_start().as_bytes();
+    words.iter().any(|w| {
+        t.len() > w.len()
+            && t[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+            && t[w.len()].is_ascii_whitespace()
+    })
+}
+
 /// Recognises `SET pgrouter.route ...` / `RESET pgrouter.route`.
 /// `Some(Ok(route))` to apply, `Some(Err(msg))` for a bad value, `None` if
 /// the statement is something else.
 pub fn set_route(sql: &str) -> Option<Result<Route, String>> {
+    if !starts_with_word(sql, &["set", "reset"]) {
+        return None;
+    }
     let t = sql.trim().trim_end_matches(';').trim();
     let lower = t.to_ascii_lowercase();
     let words: Vec<&str> = lower.split_whitespace().collect();
@@ -74,6 +89,9 @@ pub const CAUSAL_TOKEN: &str = "pgrouter.causal_token";
 
 /// Recognises the causal-token commands; None for anything else.
 pub fn causal_token(sql: &str) -> Option<CausalToken> {
+    if !starts_with_word(sql, &["set", "show"]) {
+        return None;
+    }
     let t = sql.trim().trim_end_matches(';').trim();
     let lower = t.to_ascii_lowercase();
     if lower.split_whitespace().collect::<Vec<_>>() == ["show", CAUSAL_TOKEN] {
@@ -170,5 +188,11 @@ mod tests {
         ));
         assert_eq!(set_route("SET search_path = x"), None);
         assert_eq!(set_route("SELECT 1"), None);
+        assert_eq!(
+            set_route("\n  Set\tpgrouter.route = primary"),
+            Some(Ok(Route::Primary))
+        );
+        assert_eq!(set_route("setx pgrouter.route = primary"), None);
+        assert_eq!(causal_token("SHOWpgrouter.causal_token"), None);
     }
 }
