@@ -221,10 +221,18 @@ impl ServerStream {
     /// Whether the socket has bytes waiting or is at EOF, without reading
     /// them (an idle server sends nothing; a TLS record arriving on an idle
     /// session means the same as plaintext bytes would).
+    ///
+    /// The reactor is asked first: every short read clears its readiness
+    /// flag, so an idle connection that heard nothing since its last answer
+    /// costs no system call. Only a flagged socket is peeked, and a peek
+    /// that finds nothing clears the flag (`try_io`).
     pub fn has_input(&self) -> bool {
+        let tcp = self.tcp();
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         !matches!(
-            socket2::SockRef::from(self.tcp()).peek(&mut probe),
+            tcp.try_io(tokio::io::Interest::READABLE, || {
+                socket2::SockRef::from(tcp).peek(&mut probe)
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
         )
     }
