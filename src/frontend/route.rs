@@ -409,9 +409,7 @@ impl Session<'_> {
                 };
                 if min_lsn > 0
                     && !known
-                    && !self
-                        .caught_up(&mut conn, &replica, min_lsn, causal_wait)
-                        .await
+                    && !Box::pin(self.caught_up(&mut conn, &replica, min_lsn, causal_wait)).await
                 {
                     conn.release();
                     why = RouteReason::ReadYourWrites;

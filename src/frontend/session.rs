@@ -312,7 +312,7 @@ impl Session<'_> {
             // elsewhere, once (writes never: they may have happened).
             let retryable = read && !retried && replay_begin.is_none();
             let target = server.target.clone();
-            if let Err(e) = self.attach(server).await? {
+            if let Err(e) = self.attach(Box::new(server)).await? {
                 self.end_replica_loan();
                 if retryable {
                     self.server_failed(replica, &target, &e);
@@ -392,12 +392,14 @@ impl Session<'_> {
     async fn admit_transaction(&mut self) -> Result<bool, ClientError> {
         if self.login.tenant.is_paused() {
             let tenant = self.login.tenant.clone();
-            self.watching_client(tenant.wait_resumed()).await?;
+            self.watching_client(Box::pin(tenant.wait_resumed()))
+                .await?;
         }
         match self.login.tenant.admit_transaction() {
             Ok(wait) if wait.is_zero() => Ok(true),
             Ok(wait) => {
-                self.watching_client(tokio::time::sleep(wait)).await?;
+                self.watching_client(Box::pin(tokio::time::sleep(wait)))
+                    .await?;
                 Ok(true)
             }
             Err(e) => {
@@ -449,7 +451,10 @@ impl Session<'_> {
         if let Some(conn) = pool.try_acquire_idle() {
             return Ok(Ok(conn));
         }
-        self.watching_client(pool.acquire(pool.wait_limit())).await
+        // The slow path (a wait in the queue, a new connection: a future of
+        // kilobytes) is boxed so every request's future stays small.
+        self.watching_client(Box::pin(pool.acquire(pool.wait_limit())))
+            .await
     }
 
     /// Awaits `fut` while watching the client, so one that leaves during
@@ -560,13 +565,17 @@ impl Session<'_> {
     /// records where its queries run (for cancel).
     async fn attach(
         &mut self,
-        mut server: PooledConn,
+        mut server: Box<PooledConn>,
     ) -> Result<Result<(), BackendError>, ClientError> {
-        if let Err(e) = self.clean_for_me(&mut server).await {
-            return Ok(Err(e));
+        // Both rarely have work to do: boxed, they add nothing to the size
+        // of every request's future.
+        if self.needs_cleaning(&server) {
+            if let Err(e) = Box::pin(self.clean_for_me(&mut server)).await {
+                return Ok(Err(e));
+            }
         }
         if server.synced_fp != self.desired_fp {
-            if let Err(e) = self.sync_params(&mut server).await? {
+            if let Err(e) = Box::pin(self.sync_params(&mut server)).await? {
                 return Ok(Err(e));
             }
         }
@@ -574,19 +583,25 @@ impl Session<'_> {
             .key
             .slot
             .attach(&server.target, server.pid, server.secret);
-        self.server = Some(Box::new(server));
+        self.server = Some(server);
         Ok(Ok(()))
+    }
+
+    /// Whether [`Session::clean_for_me`] has anything to undo.
+    fn needs_cleaning(&self, server: &PooledConn) -> bool {
+        let me = self.login.key.slot.client.id;
+        server.params_unknown || server.sql_prepared_by.is_some_and(|owner| owner != me)
     }
 
     /// Undoes what an earlier client left on the server session that the
     /// router could not carry or must not show: settings changed in ways it
     /// could not follow, and SQL-level prepared statements of another client.
     async fn clean_for_me(&self, server: &mut PooledConn) -> Result<(), BackendError> {
-        let me = self.login.key.slot.client.id;
-        let foreign_statements = server.sql_prepared_by.is_some_and(|owner| owner != me);
-        if !foreign_statements && !server.params_unknown {
+        if !self.needs_cleaning(server) {
             return Ok(());
         }
+        let me = self.login.key.slot.client.id;
+        let foreign_statements = server.sql_prepared_by.is_some_and(|owner| owner != me);
         let mut sql = String::new();
         if foreign_statements {
             sql.push_str("DEALLOCATE ALL;");
@@ -698,6 +713,9 @@ impl Session<'_> {
     fn detach(&mut self) {
         self.login.key.slot.detach();
         self.end_replica_loan();
+        if let Some(sp) = self.splicer.take() {
+            sp.recycle();
+        }
         if let Some(server) = self.server.take() {
             server.release();
         }
@@ -781,7 +799,10 @@ impl Session<'_> {
         // whatever the loan starts with (drivers often BEGIN with a simple
         // Query and prepare inside): every answer goes through the splicer,
         // which copies nothing while it owes nothing special.
-        self.splicer = self.tracks_statements().then(Box::default);
+        if let Some(old) = self.splicer.take() {
+            old.recycle();
+        }
+        self.splicer = self.tracks_statements().then(Splicer::spare);
         if let (Some(_), Some(server)) = (&self.splicer, self.server.as_mut()) {
             server.prepared.set_capacity(max_prepared);
         }
@@ -812,6 +833,9 @@ impl Session<'_> {
             // Forward every whole client message buffered so far.
             let mut off = 0;
             let mut terminated = false;
+            // Whether `to_server` holds this batch (some message of it is
+            // rewritten); until then the client's bytes go out as they are.
+            let mut rewriting = false;
             // Holding: on a replica, until the current sync point is answered.
             let hold = one_sync && server.tracker.pending() > 0;
             while let (false, Some(n)) = (
@@ -861,12 +885,21 @@ impl Session<'_> {
                     }
                 }
                 if let Some(sp) = splicer.as_mut() {
-                    let mut r = Rewriter {
-                        client: statements,
-                        server: &mut server.prepared,
-                        splicer: sp,
-                    };
-                    r.message(msg, &mut to_server)?;
+                    if !rewriting && !names_statement(tag) {
+                        // Goes out as the client wrote it, from its buffer.
+                        sp.forward(tag);
+                    } else {
+                        if !rewriting {
+                            to_server.extend_from_slice(&client.buf[..off]);
+                            rewriting = true;
+                        }
+                        let mut r = Rewriter {
+                            client: statements,
+                            server: &mut server.prepared,
+                            splicer: sp,
+                        };
+                        r.message(msg, &mut to_server)?;
+                    }
                 }
                 off += n;
                 if one_sync && matches!(tag, b'S' | b'Q') {
@@ -874,7 +907,7 @@ impl Session<'_> {
                 }
             }
             if off > 0 {
-                let bytes: &[u8] = if splicer.is_some() {
+                let bytes: &[u8] = if rewriting {
                     &to_server
                 } else {
                     &client.buf[..off]
@@ -1134,6 +1167,13 @@ fn reset_sql(name: &str) -> String {
 /// Back to the login defaults, whatever a client did to the session's
 /// settings (DISCARD ALL's first steps, keeping prepared statements).
 const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
+
+/// Whether the prepared-statement rewriter may change a client message of
+/// this type (Parse, Bind, Describe, Close name statements); the others
+/// reach the server as the client wrote them.
+fn names_statement(tag: u8) -> bool {
+    matches!(tag, b'P' | b'B' | b'D' | b'C')
+}
 
 /// Notes the session-setting changes a client message will make when it
 /// runs: a Query's at once; a statement's when a Bind executes it (a Parse
