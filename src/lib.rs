@@ -35,5 +35,6 @@ pub mod protocol;
 pub mod reload;
 pub mod router;
 pub mod shutdown;
+pub mod spares;
 pub mod tenant;
 pub mod tls;

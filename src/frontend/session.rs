@@ -594,12 +594,10 @@ impl Session<'_> {
     }
 
     /// Undoes what an earlier client left on the server session that the
-    /// router could not carry or must not show: settings changed in ways it
+    /// router could not carry or must not show (called when
+    /// [`Session::needs_cleaning`]): settings changed in ways it
     /// could not follow, and SQL-level prepared statements of another client.
     async fn clean_for_me(&self, server: &mut PooledConn) -> Result<(), BackendError> {
-        if !self.needs_cleaning(server) {
-            return Ok(());
-        }
         let me = self.login.key.slot.client.id;
         let foreign_statements = server.sql_prepared_by.is_some_and(|owner| owner != me);
         let mut sql = String::new();

@@ -4,6 +4,7 @@
 
 use super::ClientError;
 use crate::protocol::framing;
+use crate::spares::Spares;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,20 +38,18 @@ const SPARES_PER_THREAD: usize = 64;
 
 thread_local! {
     /// Read buffers of clients that went idle, for the next client on this
-    /// thread that speaks: idle clients hold no buffer, and a transaction
-    /// costs no 8 KiB malloc/free pair (as PgBouncer keeps its packet
-    /// buffers in a cache).
-    static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// thread that speaks (as PgBouncer keeps its packet buffers in a cache).
+    static SPARES: Spares<BytesMut> = const { Spares::new(SPARES_PER_THREAD) };
 }
 
 fn spare_buffer() -> BytesMut {
     SPARES
-        .with(|s| s.borrow_mut().pop())
+        .with(Spares::take)
         .unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER))
 }
 
 /// Keeps an emptied buffer for reuse, if nothing else still points into
-/// it (a message split off it and still alive) and the stash has room.
+/// it (a message split off it and still alive).
 fn return_buffer(mut buf: BytesMut) {
     buf.clear();
     if buf.capacity() < READ_BUFFER && !buf.try_reclaim(READ_BUFFER) {
@@ -59,12 +58,7 @@ fn return_buffer(mut buf: BytesMut) {
     if buf.capacity() > 4 * READ_BUFFER {
         return; // grown for one big message: let it go
     }
-    SPARES.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < SPARES_PER_THREAD {
-            s.push(buf);
-        }
-    });
+    SPARES.with(|s| s.put(buf));
 }
 
 impl ClientStream {

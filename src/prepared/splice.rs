@@ -8,6 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::spares::Spares;
+
 #[derive(Debug)]
 enum Owed {
     /// The server answers a client message: forwarded. A Parse carries the
@@ -63,18 +65,15 @@ pub struct Splicer {
 const SPARES_PER_THREAD: usize = 64;
 
 thread_local! {
-    /// Splicers of loans that ended, with their queue's memory: a loan
-    /// takes one instead of allocating three times, and an idle client
-    /// holds none. Boxed: the sessions hold them boxed, and the box is one
-    /// of the allocations saved.
-    #[allow(clippy::vec_box)]
-    static SPARES: std::cell::RefCell<Vec<Box<Splicer>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Splicers of loans that ended, with their queue's memory. Boxed: the
+    /// sessions hold them boxed, and the box is one of the allocations saved.
+    static SPARES: Spares<Box<Splicer>> = const { Spares::new(SPARES_PER_THREAD) };
 }
 
 impl Splicer {
     /// A fresh splicer, from this thread's spares when it has one.
     pub fn spare() -> Box<Splicer> {
-        SPARES.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+        SPARES.with(Spares::take).unwrap_or_default()
     }
 
     /// Gives a splicer back for another loan, emptied. One that grew for an
@@ -100,12 +99,7 @@ impl Splicer {
             unprepared,
             ..Splicer::default()
         };
-        SPARES.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARES_PER_THREAD {
-                s.push(self);
-            }
-        });
+        SPARES.with(|s| s.put(self));
     }
 
     /// A client message sent to the server as is. Only messages the
