@@ -761,19 +761,24 @@ impl Session<'_> {
         // In user scope, another connection of the same user may read as soon
         // as this client sees its commit, so the final ReadyForQuery of a
         // write transaction waits until the write position is published.
-        let (hold_ready, max_prepared) = {
+        // (One look at the configuration for the whole loan.)
+        let (hold_ready, max_prepared, silence) = {
             let config = self.shared.config();
             let routing = &config.routing;
             let hold = self.loan_wrote
                 && self.loan_replica.is_none()
                 && routing.consistency_scope == ConsistencyScope::User
                 && routing.read_your_writes != ReadYourWrites::Off;
-            (hold, config.pool.max_prepared_statements)
+            // A read on a replica the monitor finds unreachable must not
+            // wait on it for ever: once its connection has been silent for
+            // a probe timeout too, the read moves elsewhere (not answered
+            // yet) or fails.
+            (
+                hold,
+                config.pool.max_prepared_statements,
+                config.lag.probe_timeout.get(),
+            )
         };
-        // A read on a replica the monitor finds unreachable must not wait on
-        // it for ever: once its connection has been silent for a probe
-        // timeout too, the read moves elsewhere (not answered yet) or fails.
-        let silence = self.shared.config().lag.probe_timeout.get();
         let watched = self
             .loan_replica
             .and_then(|i| self.shared.replicas().list.get(i).map(|r| r.status.clone()));
@@ -800,7 +805,9 @@ impl Session<'_> {
         if let Some(old) = self.splicer.take() {
             old.recycle();
         }
-        self.splicer = self.tracks_statements().then(Splicer::spare);
+        // (Session::tracks_statements, from the configuration read above.)
+        let tracks = self.mode == PoolMode::Transaction && max_prepared > 0;
+        self.splicer = tracks.then(Splicer::spare);
         if let (Some(_), Some(server)) = (&self.splicer, self.server.as_mut()) {
             server.prepared.set_capacity(max_prepared);
         }
@@ -995,7 +1002,15 @@ impl Session<'_> {
                             };
                             match splicer.as_mut() {
                                 Some(sp) if sp.passthrough() && cut == end => {
-                                    sp.scan(&conn.buf[..cut]);
+                                    // The loan ends here: the splicer's
+                                    // state matters no more, only a named
+                                    // Parse that may have failed.
+                                    if sp.owes_named_parse() {
+                                        sp.scan(&conn.buf[..cut]);
+                                        for n in sp.take_unprepared() {
+                                            conn.prepared.forget(&n);
+                                        }
+                                    }
                                     client.write_all(&conn.buf[..cut]).await?;
                                 }
                                 Some(sp) => {
@@ -1026,6 +1041,11 @@ impl Session<'_> {
                             match splicer.as_mut() {
                                 Some(sp) if sp.passthrough() => {
                                     sp.scan(&conn.buf);
+                                    // A Parse that failed after its hidden
+                                    // Close was answered in an earlier read.
+                                    for n in sp.take_unprepared() {
+                                        conn.prepared.forget(&n);
+                                    }
                                     client.write_all(&conn.buf).await?;
                                 }
                                 Some(sp) => {

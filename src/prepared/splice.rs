@@ -85,20 +85,22 @@ impl Splicer {
         {
             return;
         }
-        let (mut queue, mut header, mut unprepared) = (
-            std::mem::take(&mut self.queue),
-            std::mem::take(&mut self.header),
-            std::mem::take(&mut self.unprepared),
-        );
+        // Emptied in place (a rebuilt value would drop and move the old).
+        let Splicer {
+            queue,
+            header,
+            header_emitted,
+            body_left,
+            forwarding,
+            unprepared,
+            special,
+            ignoring_syncs,
+        } = &mut *self;
         queue.clear();
         header.clear();
         unprepared.clear();
-        *self = Splicer {
-            queue,
-            header,
-            unprepared,
-            ..Splicer::default()
-        };
+        (*header_emitted, *body_left, *forwarding) = (0, 0, false);
+        (*special, *ignoring_syncs) = (0, false);
         SPARES.with(|s| s.put(self));
     }
 
@@ -168,6 +170,15 @@ impl Splicer {
         self.special == 0
             && self.header_emitted == self.header.len()
             && (self.body_left == 0 || self.forwarding)
+    }
+
+    /// Whether a forwarded Parse of a router-named statement is still
+    /// unanswered: only then does following the rest of an answer that
+    /// passes through unchanged learn anything (whether it failed).
+    pub fn owes_named_parse(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|o| matches!(o, Owed::Forward(b'P', Some(_))))
     }
 
     /// Follows server bytes that [`Splicer::passthrough`] said reach the
@@ -413,6 +424,29 @@ mod tests {
         assert!(s.is_empty());
         s.synth(empty_message(b'1'));
         assert!(!s.passthrough());
+    }
+
+    #[test]
+    fn a_failed_named_parse_is_learned_from_a_passthrough_scan() {
+        let mut s = Splicer::default();
+        s.hide(b'C'); // the Close the router sends before a Parse
+        s.forward_parse("pgrouter_a".into());
+        s.forward(b'S');
+        assert!(s.owes_named_parse());
+        let mut out = BytesMut::new();
+        s.feed(&msg(b'3', b""), &mut out);
+        assert!(out.is_empty(), "the hidden CloseComplete is not shown");
+        // The Close is answered: what follows passes through unchanged,
+        // and still tells that the Parse failed.
+        assert!(s.passthrough());
+        s.scan(&[msg(b'E', b"SERROR\0C42601\0\0"), msg(b'Z', b"I")].concat());
+        assert!(!s.owes_named_parse());
+        let gone: Vec<String> = s.take_unprepared().iter().map(|n| n.to_string()).collect();
+        assert_eq!(gone, ["pgrouter_a"]);
+        // Unnamed statements owe nothing worth following.
+        s.forward(b'P');
+        s.forward(b'S');
+        assert!(!s.owes_named_parse());
     }
 
     #[test]
