@@ -29,6 +29,7 @@ pub mod frontend;
 pub mod http;
 pub mod lag;
 pub mod metrics;
+pub mod net;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;

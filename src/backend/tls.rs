@@ -202,7 +202,7 @@ impl ServerStream {
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            ServerStream::Plain(s) => s.write_all(bytes).await,
+            ServerStream::Plain(s) => crate::net::write_all(s, bytes).await,
             // rustls buffers records: flush so the bytes leave now.
             ServerStream::Tls(s) => {
                 s.write_all(bytes).await?;

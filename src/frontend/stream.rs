@@ -172,7 +172,7 @@ impl ClientStream {
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         let r = match &mut self.transport {
-            Transport::Plain(s) => s.write_all(bytes).await,
+            Transport::Plain(s) => crate::net::write_all(s, bytes).await,
             // rustls buffers records: flush so the bytes leave now.
             Transport::Tls(s) => match s.write_all(bytes).await {
                 Ok(()) => s.flush().await,

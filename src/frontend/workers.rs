@@ -40,8 +40,12 @@ impl Workers {
         let mut senders = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = mpsc::unbounded_channel();
+            // I/O and timers only: signals and child processes belong to the
+            // main runtime (with them enabled, every park here would also
+            // check the orphan-process queue).
             let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             let shared = shared.clone();
             std::thread::Builder::new()

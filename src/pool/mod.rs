@@ -91,7 +91,9 @@ pub struct PoolStats {
 
 /// An idle connection and its place in the budget.
 struct Idle {
-    conn: ServerConn,
+    /// Boxed: a connection moves in and out of the idle list on every
+    /// transaction, so it moves as a pointer, not as its ~500 bytes.
+    conn: Box<ServerConn>,
     slot: OpenSlot,
 }
 
@@ -200,7 +202,7 @@ impl Pool {
                     .open_slot(Instant::now() + wait)
                     .await
                     .map_err(|r| self.refused(r))?;
-                let conn = self.open().await?;
+                let conn = Box::new(self.open().await?);
                 Ok(PooledConn::new(conn, slot, Some(permit), self.clone()))
             }
         }
@@ -298,7 +300,7 @@ impl Pool {
                 break;
             };
             match self.open().await {
-                Ok(conn) => self.put_back(conn, slot),
+                Ok(conn) => self.put_back(Box::new(conn), slot),
                 Err(e) => {
                     tracing::debug!(server = %self.target, error = %e, "cannot warm the pool");
                     break;
@@ -352,7 +354,7 @@ impl Pool {
         result
     }
 
-    fn put_back(&self, mut conn: ServerConn, slot: OpenSlot) {
+    fn put_back(&self, mut conn: Box<ServerConn>, slot: OpenSlot) {
         // Not reusable, or the tenant's pool_size was lowered by a reload and
         // it still has too many open: close it (its slot pays the debt).
         if !conn.is_reusable() || self.budget.over_size() {
@@ -408,7 +410,7 @@ impl Pool {
 /// A checked-out server connection. Return it with [`PooledConn::release`];
 /// dropped any other way (errors, panics, a vanished client) it is closed.
 pub struct PooledConn {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     slot: Option<OpenSlot>,
     _permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
@@ -416,7 +418,7 @@ pub struct PooledConn {
 
 impl PooledConn {
     fn new(
-        conn: ServerConn,
+        conn: Box<ServerConn>,
         slot: OpenSlot,
         permit: Option<OwnedSemaphorePermit>,
         pool: Arc<Pool>,
