@@ -45,10 +45,13 @@ pub fn scan(sql: &str, out: &mut Vec<Change>) {
     // Splitting at every ';' may cut a string literal: a fragment then
     // looks like nothing, or like a change that ends up Untracked (a
     // harmless reset), never like a different setting.
-    for stmt in sql.split(';') {
-        if let Some(c) = statement(stmt) {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b';', sql.as_bytes()).chain([sql.len()]) {
+        // ';' is ASCII: both ends are character boundaries.
+        if let Some(c) = sql.get(start..end).and_then(statement) {
             out.push(c);
         }
+        start = end + 1;
     }
 }
 
@@ -64,9 +67,8 @@ pub fn changes_settings(sql: &str) -> bool {
 /// closer only at underscores.
 fn mentions_set_config(sql: &str) -> bool {
     let b = sql.as_bytes();
-    b.iter().enumerate().any(|(i, &c)| {
-        c == b'_'
-            && i >= 3
+    memchr::memchr_iter(b'_', b).any(|i| {
+        i >= 3
             && b[i - 3..i].eq_ignore_ascii_case(b"set")
             && b.get(i + 1..i + 7)
                 .is_some_and(|w| w.eq_ignore_ascii_case(b"config"))
@@ -75,6 +77,13 @@ fn mentions_set_config(sql: &str) -> bool {
 
 /// Skips whitespace and comments.
 fn skip_blank(mut s: &str) -> &str {
+    // Most statements start with a letter.
+    if s.as_bytes()
+        .first()
+        .is_some_and(|&b| !b.is_ascii_whitespace() && b != b'-' && b != b'/')
+    {
+        return s;
+    }
     loop {
         s = s.trim_start();
         if let Some(rest) = s.strip_prefix("--") {
@@ -90,8 +99,11 @@ fn skip_blank(mut s: &str) -> &str {
 /// The next word (letters, digits, `_`) and what follows it.
 fn word(s: &str) -> (&str, &str) {
     let s = skip_blank(s);
+    // Bytes, not chars: the word ends at an ASCII byte (or a non-ASCII
+    // character's first byte), a character boundary either way.
     let end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .bytes()
+        .position(|c| !(c.is_ascii_alphanumeric() || c == b'_'))
         .unwrap_or(s.len());
     (&s[..end], &s[end..])
 }

@@ -94,10 +94,9 @@ fn startup_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, ProtocolErro
 
 /// Reads a NUL-terminated UTF-8 string; returns it and the bytes after the NUL.
 pub fn cstr<'a>(buf: &'a [u8], what: &'static str) -> Result<(&'a str, &'a [u8]), ProtocolError> {
-    let nul = buf
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| malformed(what, "missing string terminator"))?;
+    // memchr: every Query's text passes here (a byte loop cost ~5
+    // instructions per byte).
+    let nul = memchr::memchr(0, buf).ok_or_else(|| malformed(what, "missing string terminator"))?;
     let s = std::str::from_utf8(&buf[..nul]).map_err(|_| malformed(what, "invalid UTF-8"))?;
     Ok((s, &buf[nul + 1..]))
 }

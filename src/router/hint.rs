@@ -30,9 +30,14 @@ pub fn leading_hint(sql: &str) -> Option<Route> {
 /// without allocating: every simple query passes through the two checks
 /// below, and almost none is a SET or SHOW.
 fn starts_with_word(sql: &str, words: &[&str]) -> bool {
-    let t = sql.trim_start().as_bytes();
+    // ASCII blanks: PostgreSQL's lexer knows no others.
+    let t = sql.as_bytes().trim_ascii_start();
+    let Some(first) = t.first().map(u8::to_ascii_lowercase) else {
+        return false;
+    };
     words.iter().any(|w| {
-        t.len() > w.len()
+        w.as_bytes().first() == Some(&first)
+            && t.len() > w.len()
             && t[..w.len()].eq_ignore_ascii_case(w.as_bytes())
             && t[w.len()].is_ascii_whitespace()
     })
