@@ -59,11 +59,13 @@ impl Session<'_> {
                 .map(|(s, _)| s),
             _ => None,
         };
-        if let Some(r) = query.and_then(hint::set_route) {
-            return Ok(Decision::SetRoute(r));
-        }
-        if let Some(t) = query.and_then(hint::causal_token) {
-            return Ok(Decision::CausalToken(t));
+        if let Some(q) = query.filter(|q| hint::may_be_router_command(q)) {
+            if let Some(r) = hint::set_route(q) {
+                return Ok(Decision::SetRoute(r));
+            }
+            if let Some(t) = hint::causal_token(q) {
+                return Ok(Decision::CausalToken(t));
+            }
         }
         let routing = &self.shared.config().routing;
         if !routing.enabled || self.shared.replicas().list.is_empty() {

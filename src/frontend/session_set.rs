@@ -142,8 +142,14 @@ fn is(w: &str, keyword: &str) -> bool {
 
 /// What one statement (no `;`) does, if anything.
 pub fn statement(stmt: &str) -> Option<Change> {
-    let stmt = skip_blank(stmt).trim_end();
+    let stmt = skip_blank(stmt);
     let (first, rest) = word(stmt);
+    // Every query passes here: most first words have none of the lengths
+    // below (set, reset/abort, discard/prepare, rollback, deallocate).
+    if !matches!(first.len(), 3 | 5 | 7 | 8 | 10) {
+        return None;
+    }
+    let stmt = stmt.trim_end();
     if is(first, "set") {
         set(stmt, rest)
     } else if is(first, "reset") {

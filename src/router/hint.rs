@@ -26,21 +26,30 @@ pub fn leading_hint(sql: &str) -> Option<Route> {
     }
 }
 
+/// Whether the statement may be one the router answers itself (`SET`,
+/// `RESET` or `SHOW` of a `pgrouter.*` setting): a cheap first look that
+/// every simple query gets, so [`set_route`] and [`causal_token`] run only
+/// for the few that start with one of those words.
+pub fn may_be_router_command(sql: &str) -> bool {
+    starts_with_word(sql, &["set", "reset", "show"])
+}
+
 /// Whether the statement's first word is one of `words` (lower case),
-/// without allocating: every simple query passes through the two checks
-/// below, and almost none is a SET or SHOW.
+/// followed by a blank, without allocating.
 fn starts_with_word(sql: &str, words: &[&str]) -> bool {
     // ASCII blanks: PostgreSQL's lexer knows no others.
     let t = sql.as_bytes().trim_ascii_start();
-    let Some(first) = t.first().map(u8::to_ascii_lowercase) else {
+    // The first word's length first: most queries fail on it alone.
+    let len = t
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(t.len());
+    if !t.get(len).is_some_and(u8::is_ascii_whitespace) {
         return false;
-    };
-    words.iter().any(|w| {
-        w.as_bytes().first() == Some(&first)
-            && t.len() > w.len()
-            && t[..w.len()].eq_ignore_ascii_case(w.as_bytes())
-            && t[w.len()].is_ascii_whitespace()
-    })
+    }
+    words
+        .iter()
+        .any(|w| w.len() == len && t[..len].eq_ignore_ascii_case(w.as_bytes()))
 }
 
 /// Recognises `SET pgrouter.route ...` / `RESET pgrouter.route`.
@@ -199,5 +208,29 @@ mod tests {
         );
         assert_eq!(set_route("setx pgrouter.route = primary"), None);
         assert_eq!(causal_token("SHOWpgrouter.causal_token"), None);
+    }
+
+    #[test]
+    fn the_first_look_lets_every_router_command_through() {
+        for sql in [
+            "SET pgrouter.route = 'primary'",
+            "\n  Set\tpgrouter.route = primary",
+            "RESET pgrouter.route",
+            "show  PGROUTER.CAUSAL_TOKEN ;",
+            "set session pgrouter.causal_token to '1/0'",
+        ] {
+            assert!(may_be_router_command(sql), "{sql:?}");
+            assert!(set_route(sql).is_some() || causal_token(sql).is_some());
+        }
+        for sql in [
+            "SELECT 1",
+            "select pg_sleep(1)",
+            "settle",
+            "SET",
+            "/* set */ SELECT 1",
+            "",
+        ] {
+            assert!(!may_be_router_command(sql), "{sql:?}");
+        }
     }
 }
