@@ -890,11 +890,15 @@ impl Session<'_> {
                     }
                 }
                 if let Some(sp) = splicer.as_mut() {
-                    if !rewriting && !names_statement(tag) {
+                    if !rewriting && !names_statement(msg) {
                         // Goes out as the client wrote it, from its buffer.
                         sp.forward(tag);
                     } else {
                         if !rewriting {
+                            // Room for the whole batch, and longer names, at
+                            // once (growing message by message cost ~250
+                            // instructions per message).
+                            to_server.reserve(client.buf.len() + 256);
                             to_server.extend_from_slice(&client.buf[..off]);
                             rewriting = true;
                         }
@@ -1186,11 +1190,24 @@ fn reset_sql(name: &str) -> String {
 /// settings (DISCARD ALL's first steps, keeping prepared statements).
 const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
 
-/// Whether the prepared-statement rewriter may change a client message of
-/// this type (Parse, Bind, Describe, Close name statements); the others
-/// reach the server as the client wrote them.
-fn names_statement(tag: u8) -> bool {
-    matches!(tag, b'P' | b'B' | b'D' | b'C')
+/// Whether the prepared-statement rewriter may change this client message:
+/// a Parse, Bind, Describe or Close of a named statement (or one too
+/// malformed to tell, which the rewriter refuses). The unnamed statement and
+/// portals, and every other message, reach the server as the client wrote
+/// them (drivers that use only unnamed statements copy nothing).
+fn names_statement(msg: &[u8]) -> bool {
+    let body = msg.get(5..).unwrap_or(&[]);
+    match msg.first() {
+        Some(b'P') => body.first() != Some(&0),
+        // Bind: portal name, then statement name.
+        Some(b'B') => memchr::memchr(0, body).is_none_or(|i| body.get(i + 1) != Some(&0)),
+        Some(b'D' | b'C') => match body.split_first() {
+            Some((b'S', name)) => name.first() != Some(&0),
+            Some((b'P', name)) => memchr::memchr(0, name).is_none(),
+            _ => true,
+        },
+        _ => false,
+    }
 }
 
 /// Notes the session-setting changes a client message will make when it
@@ -1294,4 +1311,36 @@ async fn stalled(node: Option<&crate::lag::NodeStatus>, silence: std::time::Dura
 
 fn server_lost(e: BackendError) -> ClientError {
     ClientError::fatal(sqlstate::CONNECTION_FAILURE, e.client_message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_statement;
+    use crate::protocol::test_frame as msg;
+
+    #[test]
+    fn only_messages_about_named_statements_go_through_the_rewriter() {
+        // Parse: statement name, query, parameter types.
+        assert!(!names_statement(&msg(b'P', b"\0SELECT 1\0\0\0")));
+        assert!(names_statement(&msg(b'P', b"s1\0SELECT 1\0\0\0")));
+        // Bind: portal name, then statement name.
+        assert!(!names_statement(&msg(b'B', b"\0\0\0\0\0\0\0\0")));
+        assert!(!names_statement(&msg(b'B', b"p1\0\0\0\0\0\0\0\0")));
+        assert!(names_statement(&msg(b'B', b"\0s1\0\0\0\0\0\0\0")));
+        // Describe / Close: kind, then name.
+        assert!(!names_statement(&msg(b'D', b"S\0")));
+        assert!(!names_statement(&msg(b'D', b"Pp1\0")));
+        assert!(names_statement(&msg(b'D', b"Ss1\0")));
+        assert!(names_statement(&msg(b'C', b"Ss1\0")));
+        assert!(!names_statement(&msg(b'C', b"P\0")));
+        // Too malformed to tell: the rewriter refuses them.
+        assert!(names_statement(&msg(b'P', b"")));
+        assert!(names_statement(&msg(b'B', b"p1")));
+        assert!(names_statement(&msg(b'D', b"Pp1")));
+        assert!(names_statement(&msg(b'D', b"X\0")));
+        // Everything else passes as written.
+        for tag in [b'E', b'S', b'H', b'Q', b'd'] {
+            assert!(!names_statement(&msg(tag, b"\0")));
+        }
+    }
 }

@@ -26,8 +26,10 @@ pub static STATS: CacheStats = CacheStats {
 pub struct ServerStatements {
     capacity: usize,
     tick: u64,
-    /// server name -> (statement, last use).
-    map: HashMap<Arc<str>, (Arc<Statement>, u64)>,
+    /// server name -> (statement, last use). foldhash, not SipHash: looked
+    /// up on every Bind, and a randomly seeded fast hash is enough for a
+    /// map bounded by `capacity`.
+    map: HashMap<Arc<str>, (Arc<Statement>, u64), foldhash::fast::RandomState>,
 }
 
 /// What [`ServerStatements::ensure`] found.
@@ -45,7 +47,7 @@ impl ServerStatements {
         Self {
             capacity: capacity.max(1),
             tick: 0,
-            map: HashMap::new(),
+            map: HashMap::default(),
         }
     }
 

@@ -91,7 +91,8 @@ pub fn drops_all_statements(sql: &str) -> bool {
 /// One client's named statements, by the client's names.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    map: HashMap<String, Arc<Statement>>,
+    /// foldhash, as the server-side cache: looked up on every Bind.
+    map: HashMap<String, Arc<Statement>, foldhash::fast::RandomState>,
 }
 
 impl ClientStatements {
