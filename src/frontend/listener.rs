@@ -66,8 +66,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Workers)
 ///
 /// One such future lives per connected client, so it is kept small: an
 /// `async move` block (an `async fn` would hold its arguments twice), the
-/// login boxed (its state is gone once the client is in), and the session
-/// awaited straight from a boxed hand-over.
+/// login boxed before the block (its state, and the socket it takes, are
+/// gone once the client is in; captured, the socket's slot would stay),
+/// and the session awaited straight from a boxed hand-over.
 pub(crate) fn handle(
     stream: TcpStream,
     shared: Arc<Shared>,
@@ -77,10 +78,11 @@ pub(crate) fn handle(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let id = shared.next_client_id();
     let span = tracing::info_span!("client", id);
+    let login = Box::pin(login_phase(id, stream, shared.clone(), permit.is_none()));
     async move {
-        let ready = Box::pin(login_phase(id, stream, &shared, permit.is_none())).await;
+        let ready = login.await;
         if let Some(ready) = ready {
-            match session::run(&shared, ready).await {
+            match session::run(&shared, *ready).await {
                 Ok(()) | Err(super::ClientError::Gone(_)) => debug!("client left"),
                 Err(e) => info!(side = e.side(), error = %e, "client session ended with an error"),
             }
@@ -97,9 +99,10 @@ pub(crate) fn handle(
 async fn login_phase(
     id: u64,
     stream: TcpStream,
-    shared: &Shared,
+    shared: Arc<Shared>,
     over_limit: bool,
 ) -> Option<Box<session::Ready>> {
+    let shared = &*shared;
     let mut client = ClientStream::new(stream, shared.config().server.max_message_size);
     let peer = client.peer();
     let login_timeout = shared.config().server.client_login_timeout.get();

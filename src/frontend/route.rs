@@ -375,7 +375,7 @@ impl Session<'_> {
         };
         let n = self.shared.replicas().list.len();
         self.reads = self.reads.wrapping_add(1);
-        let primary_turn = primary_reads && self.reads.is_multiple_of(n as u64 + 1);
+        let primary_turn = primary_reads && self.reads.is_multiple_of(n as u32 + 1);
         // Why the read ends up on the primary, if it does.
         let mut why = if pinned {
             RouteReason::ReadYourWrites

@@ -12,17 +12,24 @@ use tokio_rustls::server::TlsStream;
 
 enum Transport {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsClient>),
     /// Between the two, during a handshake (or after it failed).
     Closed,
 }
 
-pub struct ClientStream {
-    transport: Transport,
-    peer: Option<std::net::SocketAddr>,
+/// A client on TLS. (Boxed in [`Transport`]: what only TLS clients need
+/// adds nothing to every plaintext session.)
+struct TlsClient {
+    stream: TlsStream<TcpStream>,
     /// `tls-server-end-point` data of the certificate this client's TLS
     /// session was made with (SCRAM channel binding).
-    end_point: Option<std::sync::Arc<[u8]>>,
+    end_point: std::sync::Arc<[u8]>,
+}
+
+/// One per connected client, kept in its session: small on purpose (the
+/// peer address, needed only at login, is asked of the socket).
+pub struct ClientStream {
+    transport: Transport,
     /// Bytes read from the client, not yet handled.
     pub buf: BytesMut,
     pub max_message: usize,
@@ -64,16 +71,18 @@ fn return_buffer(mut buf: BytesMut) {
 impl ClientStream {
     pub fn new(stream: TcpStream, max_message: usize) -> Self {
         Self {
-            peer: stream.peer_addr().ok(),
             transport: Transport::Plain(stream),
-            end_point: None,
             buf: BytesMut::with_capacity(READ_BUFFER),
             max_message,
         }
     }
 
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
-        self.peer
+        match &self.transport {
+            Transport::Plain(s) => s.peer_addr().ok(),
+            Transport::Tls(t) => t.stream.get_ref().0.peer_addr().ok(),
+            Transport::Closed => None,
+        }
     }
 
     pub fn is_tls(&self) -> bool {
@@ -82,7 +91,10 @@ impl ClientStream {
 
     /// Channel-binding data, when the client is on TLS.
     pub fn end_point(&self) -> Option<&[u8]> {
-        self.end_point.as_deref()
+        match &self.transport {
+            Transport::Tls(t) => Some(&t.end_point),
+            _ => None,
+        }
     }
 
     /// Whether the client opened with a TLS ClientHello (direct TLS) rather
@@ -120,7 +132,7 @@ impl ClientStream {
                 ));
             }
         };
-        self.end_point = Some(tls.end_point.clone());
+        let end_point = tls.end_point.clone();
         let tls = tls.acceptor.accept(tcp).await.map_err(ClientError::Tls)?;
         if direct && tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
             return Err(ClientError::Tls(std::io::Error::new(
@@ -128,7 +140,10 @@ impl ClientStream {
                 "direct TLS without ALPN \"postgresql\"",
             )));
         }
-        self.transport = Transport::Tls(Box::new(tls));
+        self.transport = Transport::Tls(Box::new(TlsClient {
+            stream: tls,
+            end_point,
+        }));
         Ok(())
     }
 
@@ -160,7 +175,7 @@ impl ClientStream {
         }
         let r = match &mut self.transport {
             Transport::Plain(s) => s.read_buf(&mut self.buf).await,
-            Transport::Tls(s) => s.read_buf(&mut self.buf).await,
+            Transport::Tls(t) => t.stream.read_buf(&mut self.buf).await,
             Transport::Closed => Ok(0),
         };
         match r {
@@ -174,8 +189,8 @@ impl ClientStream {
         let r = match &mut self.transport {
             Transport::Plain(s) => crate::net::write_all(s, bytes).await,
             // rustls buffers records: flush so the bytes leave now.
-            Transport::Tls(s) => match s.write_all(bytes).await {
-                Ok(()) => s.flush().await,
+            Transport::Tls(t) => match t.stream.write_all(bytes).await {
+                Ok(()) => t.stream.flush().await,
                 Err(e) => Err(e),
             },
             Transport::Closed => Err(std::io::ErrorKind::NotConnected.into()),
