@@ -297,6 +297,38 @@ async fn discard_all_drops_prepared_statements_like_postgres() {
     assert_eq!(row.get::<_, i32>(0), 42);
 }
 
+/// A client whose SQL is not UTF-8 (client_encoding LATIN1) changes a
+/// setting the server does not report: the router cannot read the
+/// statement, so it must reset the connection before the next client, not
+/// hand the setting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_in_unreadable_text_does_not_reach_the_next_client() {
+    let db = database("latin1");
+    let r = pooler(|c| c.pool.pool_size = 1).await;
+    let mut a = RawClient::login(r.addr.port(), RAW_USER, &db).await;
+    a.send(&raw::query("SET client_encoding = 'LATIN1'")).await;
+    assert!(a.until_ready().await.iter().all(|(t, _)| *t != b'E'));
+    // SET app.x = 'café', the é in LATIN1 (0xE9): not valid UTF-8.
+    a.send(&raw::msg(b'Q', b"SET app.x = 'caf\xe9'\0")).await;
+    let answer = a.until_ready().await;
+    assert!(answer.iter().all(|(t, _)| *t != b'E'), "{answer:?}");
+    // The same user's pool has one server connection: the next client of
+    // that pool gets it. (Reset, a placeholder setting reads as ''.)
+    let mut b = RawClient::login(r.addr.port(), RAW_USER, &db).await;
+    b.send(&raw::query(
+        "SELECT coalesce(nullif(current_setting('app.x', true), ''), '<unset>')",
+    ))
+    .await;
+    let rows: Vec<String> = b
+        .until_ready()
+        .await
+        .into_iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| String::from_utf8_lossy(&body[6..]).to_string())
+        .collect();
+    assert_eq!(rows, ["<unset>"], "app.x leaked to another client");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_extended_batch_with_several_syncs() {
     let db = database("pipeline");

@@ -1231,16 +1231,22 @@ fn note_changes(
     use crate::protocol::parse::cstr;
     let body = msg.get(5..).unwrap_or(&[]);
     match msg.first() {
-        Some(b'Q') => {
-            if let Ok((sql, _)) = cstr(body, "Query") {
-                session_set::scan(sql, loan);
-            }
-        }
+        Some(b'Q') => match cstr(body, "Query") {
+            Ok((sql, _)) => session_set::scan(sql, loan),
+            // Text the router cannot read (not UTF-8: a client_encoding
+            // such as LATIN1): it may change settings, so the connection
+            // is reset after use rather than lent on as it is.
+            Err(_) => loan.push(Change::Untracked),
+        },
         Some(b'P') => {
             let Ok((name, rest)) = cstr(body, "Parse") else {
                 return;
             };
             let Ok((sql, _)) = cstr(rest, "Parse") else {
+                if name.is_empty() {
+                    unnamed.clear();
+                    unnamed.push(Change::Untracked);
+                }
                 return;
             };
             if name.is_empty() {
@@ -1340,6 +1346,39 @@ mod tests {
             session - socket <= 400 - 32,
             "Session is {session} bytes with a {socket}-byte socket"
         );
+    }
+
+    #[test]
+    fn a_query_the_router_cannot_read_marks_the_connection_for_reset() {
+        use super::{note_changes, Change};
+        let statements = crate::prepared::ClientStatements::default();
+        let (mut loan, mut unnamed) = (Vec::new(), Vec::new());
+        // SET app.x = 'café' sent with client_encoding LATIN1.
+        let latin1 = msg(b'Q', b"SET app.x = 'caf\xe9'\0");
+        note_changes(&latin1, &statements, true, &mut loan, &mut unnamed);
+        assert_eq!(loan, [Change::Untracked]);
+        // The same as an unnamed Parse: its Bind brings the reset along.
+        loan.clear();
+        let parse = msg(b'P', b"\0SET app.x = 'caf\xe9'\0\0\0");
+        note_changes(&parse, &statements, true, &mut loan, &mut unnamed);
+        note_changes(
+            &msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            &statements,
+            true,
+            &mut loan,
+            &mut unnamed,
+        );
+        assert_eq!(loan, [Change::Untracked]);
+        // Readable text is scanned as before.
+        loan.clear();
+        note_changes(
+            &msg(b'Q', b"SELECT 1\0"),
+            &statements,
+            true,
+            &mut loan,
+            &mut unnamed,
+        );
+        assert!(loan.is_empty());
     }
 
     #[test]
