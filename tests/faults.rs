@@ -189,15 +189,28 @@ impl Load {
             );
             load.tasks.push(tokio::spawn(async move {
                 let mut c = reconnect(&url, &stop).await;
+                // Prepared once per connection, not per INSERT: tokio-postgres
+                // closes a one-shot statement with a Close + Sync of its own
+                // after the INSERT returns, and a FATAL that answers that
+                // request (the primary died under it) never reaches the
+                // application, which then sees only "connection closed".
+                // With one statement per connection, every request in flight
+                // is the application's, and every error it gets is visible.
+                let mut insert: Option<tokio_postgres::Statement> = None;
                 let mut seq = 0i64;
                 while let Some(client) = c.as_ref().filter(|_| !stop.load(Ordering::Relaxed)) {
                     seq += 1;
                     let id = (w + 1) * 10_000_000 + seq;
                     let began = Instant::now();
-                    let res = tokio::time::timeout(
-                        Duration::from_secs(20),
-                        client.execute("INSERT INTO w (id) VALUES ($1)", &[&id]),
-                    )
+                    let res = tokio::time::timeout(Duration::from_secs(20), async {
+                        let stmt = match insert.take() {
+                            Some(s) => s,
+                            None => client.prepare("INSERT INTO w (id) VALUES ($1)").await?,
+                        };
+                        let r = client.execute(&stmt, &[&id]).await;
+                        insert = Some(stmt);
+                        r
+                    })
                     .await
                     .unwrap_or_else(|_| panic!("an INSERT hung for 20 s"));
                     slowest.fetch_max(began.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -215,6 +228,7 @@ impl Load {
                             lock(&errors).push(s);
                             if fatal || client.is_closed() {
                                 c = reconnect(&url, &stop).await;
+                                insert = None;
                             } else {
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
