@@ -27,8 +27,8 @@ PY=$PWD/target/drivers/venv/bin/python
 PGBIN=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | tail -1)
 WORK=$(mktemp -d /tmp/pgrouter-conns.XXXXXX)
 chmod 755 "$WORK"
-RUNAS=""; [ "$(id -u)" = 0 ] && RUNAS="runuser -u postgres --"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -41,51 +41,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" demo --replicas 0 > "$WORK/demo.out" 2>&1 &
-DEMO_PID=$!
-for _ in $(seq 1 120); do grep -q "^primary" "$WORK/demo.out" 2>/dev/null && break; sleep 0.5; done
-PG_PORT=$(awk '/^primary/ {split($2, a, ":"); print a[2]}' "$WORK/demo.out")
-[ -n "$PG_PORT" ] || { cat "$WORK/demo.out"; exit 1; }
-export PGPASSWORD=app
-"$PGBIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U app app >/dev/null 2>&1
+start_primary 1
 
 ROUTER_PORT=$(free_port); HTTP_PORT=$(free_port); BOUNCER_PORT=$(free_port)
-cat > "$WORK/router.toml" <<TOML
-[server]
-listen = "127.0.0.1:$ROUTER_PORT"
-http_listen = "127.0.0.1:$HTTP_PORT"
-log_level = "warn"
-worker_threads = 1
-max_client_conn = $((IDLE + 100))
-[[users]]
-name = "app"
-password = "app"
-[primary]
-host = "127.0.0.1"
-port = $PG_PORT
-[pool]
-pool_size = $POOL_SIZE
-queue_limit = $((IDLE + 100))
-TOML
+SERVER_EXTRA="max_client_conn = $((IDLE + 100))" POOL_EXTRA="queue_limit = $((IDLE + 100))" \
+  write_router_toml "$ROUTER_PORT" "$HTTP_PORT" 1 "$POOL_SIZE"
 "$BIN" --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 &
 ROUTER_PID=$!
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$PG_PORT dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = $((IDLE + 100))
-logfile = $WORK/pgbouncer.log
-pidfile =
-INI
-echo '"app" "app"' > "$WORK/userlist.txt"
-[ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
+write_pgbouncer_ini "$BOUNCER_PORT" scram-sha-256 "$POOL_SIZE" $((IDLE + 100))
 $RUNAS bash -c "ulimit -n $(ulimit -Hn); exec pgbouncer $WORK/pgbouncer.ini" > /dev/null 2>&1 &
 sleep 1
 BOUNCER_PID=$(pgrep -n -f "pgbouncer $WORK/pgbouncer.ini")

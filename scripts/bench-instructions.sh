@@ -40,8 +40,8 @@ fi
 PGBIN=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | tail -1)
 WORK=$(mktemp -d /tmp/pgrouter-instr.XXXXXX)
 chmod 777 "$WORK"
-RUNAS=""; [ "$(id -u)" = 0 ] && RUNAS="runuser -u postgres --"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 cleanup() {
   [ -n "${VG_PID:-}" ] && kill "$VG_PID" 2>/dev/null || true
@@ -50,56 +50,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" demo --replicas 0 > "$WORK/demo.out" 2>&1 &
-DEMO_PID=$!
-for _ in $(seq 1 120); do grep -q "^primary" "$WORK/demo.out" 2>/dev/null && break; sleep 0.5; done
-PG_PORT=$(awk '/^primary/ {split($2, a, ":"); print a[2]}' "$WORK/demo.out")
-[ -n "$PG_PORT" ] || { cat "$WORK/demo.out"; exit 1; }
-export PGPASSWORD=app
-"$PGBIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U app app >/dev/null 2>&1
+start_primary 10
 
 ROUTER_PORT=$(free_port); HTTP_PORT=$(free_port); BOUNCER_PORT=$(free_port)
-cat > "$WORK/router.toml" <<TOML
-[server]
-listen = "127.0.0.1:$ROUTER_PORT"
-http_listen = "127.0.0.1:$HTTP_PORT"
-log_level = "warn"
-worker_threads = 1
-[[users]]
-name = "app"
-password = "app"
-auth = "md5"
-[primary]
-host = "127.0.0.1"
-port = $PG_PORT
-[pool]
-pool_size = $POOL_SIZE
-TOML
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$PG_PORT dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = md5
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 1000
-logfile = $WORK/pgbouncer.log
-pidfile =
-INI
-BOUNCER_VERSION=$(pgbouncer --version 2>/dev/null | awk 'NR == 1 {print $NF}')
-# Protocol-level prepared statements in transaction mode: PgBouncer >= 1.21.
-if printf '1.21\n%s\n' "$BOUNCER_VERSION" | sort -V -C; then
-  echo "max_prepared_statements = 200" >> "$WORK/pgbouncer.ini"
-  BOUNCER_PREPARED=prepared
-else
-  BOUNCER_PREPARED=extended
-fi
-echo '"app" "app"' > "$WORK/userlist.txt"
-[ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
+USER_AUTH=md5 write_router_toml "$ROUTER_PORT" "$HTTP_PORT" 1 "$POOL_SIZE"
+write_pgbouncer_ini "$BOUNCER_PORT" md5 "$POOL_SIZE" 1000
 
 # measure name port mode: starts the proxy under callgrind, warms up, counts
 # one pgbench run, prints "instructions transactions".

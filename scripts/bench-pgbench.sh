@@ -39,8 +39,8 @@ fi
 PGBIN=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | tail -1)
 WORK=$(mktemp -d /tmp/pgrouter-bench.XXXXXX)
 chmod 755 "$WORK"
-RUNAS=""; [ "$(id -u)" = 0 ] && RUNAS="runuser -u postgres --"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -53,64 +53,20 @@ cleanup() {
 trap cleanup EXIT
 
 # The primary: pgrouter's own demo cluster, with no replicas.
-"$BIN" demo --replicas 0 > "$WORK/demo.out" 2>&1 &
-DEMO_PID=$!
-for _ in $(seq 1 120); do grep -q "^primary" "$WORK/demo.out" 2>/dev/null && break; sleep 0.5; done
-PG_PORT=$(awk '/^primary/ {split($2, a, ":"); print a[2]}' "$WORK/demo.out")
-[ -n "$PG_PORT" ] || { cat "$WORK/demo.out"; exit 1; }
-export PGPASSWORD=app
-"$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U app app >/dev/null 2>&1
+start_primary "$SCALE"
 
 ROUTER_PORT=$(free_port); HTTP_PORT=$(free_port); BOUNCER_PORT=$(free_port)
-cat > "$WORK/router.toml" <<TOML
-[server]
-listen = "127.0.0.1:$ROUTER_PORT"
-http_listen = "127.0.0.1:$HTTP_PORT"
-log_level = "warn"
-worker_threads = $ROUTER_WORKERS
-[[users]]
-name = "app"
-password = "app"
-[primary]
-host = "127.0.0.1"
-port = $PG_PORT
-[pool]
-pool_size = $POOL_SIZE
-TOML
+write_router_toml "$ROUTER_PORT" "$HTTP_PORT" "$ROUTER_WORKERS" "$POOL_SIZE"
 if [ "$ROUTE_SELF" = 1 ]; then
   printf '[[replicas]]\nname = "self"\nhost = "127.0.0.1"\nport = %s\n' "$PG_PORT" >> "$WORK/router.toml"
 fi
 "$BIN" --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 &
 ROUTER_PID=$!
 
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$PG_PORT dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 1000
-logfile = $WORK/pgbouncer.log
-pidfile =
-INI
-# Protocol-level prepared statements in transaction mode came with
-# PgBouncer 1.21 (max_prepared_statements). Older ones (Debian 12 ships
-# 1.18) fail `pgbench -M prepared`, so they run -M extended in that row:
-# the closest thing they can do.
-BOUNCER_VERSION=$(pgbouncer --version 2>/dev/null | awk 'NR == 1 {print $NF}')
-if printf '1.21\n%s\n' "$BOUNCER_VERSION" | sort -V -C; then
-  echo "max_prepared_statements = 200" >> "$WORK/pgbouncer.ini"
-  BOUNCER_PREPARED=prepared
-else
-  BOUNCER_PREPARED=extended
-fi
-echo '"app" "app"' > "$WORK/userlist.txt"
-[ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
+# PgBouncer before 1.21 (Debian 12 ships 1.18) fails `pgbench -M
+# prepared` in transaction mode, so it runs -M extended in that row: the
+# closest thing it can do (BOUNCER_PREPARED).
+write_pgbouncer_ini "$BOUNCER_PORT" scram-sha-256 "$POOL_SIZE" 1000
 $RUNAS pgbouncer "$WORK/pgbouncer.ini" > /dev/null 2>&1 &
 sleep 1
 BOUNCER_PID=$(pgrep -n -f "pgbouncer $WORK/pgbouncer.ini")
