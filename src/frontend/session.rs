@@ -743,7 +743,7 @@ impl Session<'_> {
     /// connections (transaction mode with `max_prepared_statements` > 0);
     /// otherwise they live on the server connection that prepared them.
     pub(super) fn tracks_statements(&self) -> bool {
-        self.mode == PoolMode::Transaction && self.shared.config().pool.max_prepared_statements > 0
+        tracks_statements(self.mode, self.shared.config().pool.max_prepared_statements)
     }
 
     /// Relays in both directions until the transaction ends (transaction
@@ -797,9 +797,7 @@ impl Session<'_> {
         if let Some(old) = self.splicer.take() {
             old.recycle();
         }
-        // (Session::tracks_statements, from the configuration read above.)
-        let tracks = self.mode == PoolMode::Transaction && max_prepared > 0;
-        self.splicer = tracks.then(Splicer::spare);
+        self.splicer = tracks_statements(self.mode, max_prepared).then(Splicer::spare);
         if let (Some(_), Some(server)) = (&self.splicer, self.server.as_mut()) {
             server.prepared.set_capacity(max_prepared);
         }
@@ -1196,6 +1194,12 @@ fn reset_sql(name: &str) -> String {
 /// Back to the login defaults, whatever a client did to the session's
 /// settings (DISCARD ALL's first steps, keeping prepared statements).
 const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
+
+/// Named statements are tracked and moved between server connections in
+/// transaction mode with `max_prepared_statements` > 0.
+fn tracks_statements(mode: PoolMode, max_prepared: usize) -> bool {
+    mode == PoolMode::Transaction && max_prepared > 0
+}
 
 /// Whether the prepared-statement rewriter may change this client message:
 /// a Parse, Bind, Describe or Close of a named statement (or one too
